@@ -1,0 +1,3 @@
+from atum_ai.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Settings, read once at the edge (the CLI) and passed down.
+
+Every setting has an ``ATUM_*`` environment variable; CLI flags override them.
+pydantic-settings is used because it gives typed parsing, ``SecretStr`` for the API key
+(never printed in reprs or logs) and JSON parsing of dict-valued variables for free.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATUM_", extra="ignore", frozen=True)
+
+    # --- database -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset means the embedded server (demo)."
+    )
+    data_dir: str | None = Field(default=None, description="Embedded PostgreSQL data directory.")
+
+    # --- queue ----------------------------------------------------------------------------
+    max_payload_bytes: int = 1024 * 1024
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 3600.0
+    backoff_jitter: float = 0.25
+
+    # --- worker ---------------------------------------------------------------------------
+    concurrency: int = 16
+    lease_seconds: float = 30.0
+    grace_seconds: float = 20.0
+    poll_interval_seconds: float = 2.0
+    job_timeout_seconds: float = 300.0
+    job_timeouts: dict[str, float] = Field(default_factory=dict, description="Per job type.")
+    pool_size: int | None = None
+    retention_days: float = 14.0
+    metrics_cron: str = "15 0 * * *"
+    metrics_timezone: str = "UTC"
+
+    # --- LLM ------------------------------------------------------------------------------
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    llm_task_models: dict[str, str] = Field(
+        default_factory=dict, description='Per-task model, e.g. {"SMART_REPLY": "gpt-4o"}.'
+    )
+    llm_timeout_seconds: float = 30.0
+    llm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="USD per 1M tokens (input, output) by model name, for cost accounting.",
+    )
+    pii_masking: Literal["auto", "on", "off"] = "auto"
+
+    # --- local models ---------------------------------------------------------------------
+    review_threshold: float = 0.55
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url and self.llm_model)
+
+    def model_for(self, job_type: str) -> str | None:
+        return self.llm_task_models.get(job_type, self.llm_model)
+
+    @property
+    def llm_is_local(self) -> bool:
+        """True when the LLM endpoint is on this machine (no PII leaves it)."""
+        if not self.llm_base_url:
+            return True
+        host = (urlparse(self.llm_base_url).hostname or "").lower()
+        return host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
+
+    @property
+    def mask_pii(self) -> bool:
+        if self.pii_masking == "auto":
+            return not self.llm_is_local
+        return self.pii_masking == "on"
