@@ -1,0 +1,138 @@
+-- Named queries of the local KB search (atum_ai.local.kb_search). Each block is headed
+-- `-- name: <noun_verb>` followed by one description line. Parameters are psycopg %(name)s
+-- placeholders; every query is scoped by %(organization_id)s.
+
+-- name: kb_lock_organization
+-- Serialise writers of one organization's KB so the corpus statistics match the articles.
+SELECT pg_advisory_xact_lock(hashtextextended('atum_ai.kb:' || %(organization_id)s::text, 0));
+
+-- name: kb_article_upsert
+-- Insert or update one article; an unchanged article keeps its updated_at (no row back then).
+INSERT INTO kb_articles AS a (organization_id, article_id, title, body, language, url, ts_config,
+                              created_at, updated_at)
+VALUES (%(organization_id)s, %(article_id)s, %(title)s, %(body)s, %(language)s, %(url)s,
+        %(ts_config)s::regconfig, coalesce(%(now)s, now()), coalesce(%(now)s, now()))
+ON CONFLICT (organization_id, article_id) DO UPDATE
+   SET title = EXCLUDED.title, body = EXCLUDED.body, language = EXCLUDED.language,
+       url = EXCLUDED.url, ts_config = EXCLUDED.ts_config, updated_at = EXCLUDED.updated_at
+ WHERE (a.title, a.body, a.language, a.url, a.ts_config)
+       IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.body, EXCLUDED.language, EXCLUDED.url,
+                         EXCLUDED.ts_config)
+RETURNING article_id;
+
+-- name: kb_articles_delete
+-- Delete the listed articles of one organization.
+DELETE FROM kb_articles
+ WHERE organization_id = %(organization_id)s AND article_id = ANY(%(article_ids)s::text[])
+RETURNING article_id;
+
+-- name: kb_corpus_stats_refresh
+-- Recompute the organization's document count, average length and configurations in use.
+WITH agg AS (
+    SELECT count(*)::integer AS doc_count,
+           coalesce(avg(doc_length), 0)::real AS avg_doc_length,
+           coalesce(array_agg(DISTINCT ts_config), '{}'::regconfig[]) AS ts_configs
+      FROM kb_articles
+     WHERE organization_id = %(organization_id)s
+)
+INSERT INTO kb_corpus_stats (organization_id, doc_count, avg_doc_length, ts_configs, refreshed_at)
+SELECT %(organization_id)s, doc_count, avg_doc_length, ts_configs, coalesce(%(now)s, now())
+  FROM agg
+ON CONFLICT (organization_id) DO UPDATE
+   SET doc_count = EXCLUDED.doc_count, avg_doc_length = EXCLUDED.avg_doc_length,
+       ts_configs = EXCLUDED.ts_configs, refreshed_at = EXCLUDED.refreshed_at
+RETURNING doc_count;
+
+-- name: kb_article_boost_set
+-- Set an article's ranking prior (0 = neutral); returns the new value.
+UPDATE kb_articles SET boost = %(boost)s
+ WHERE organization_id = %(organization_id)s AND article_id = %(article_id)s
+RETURNING boost;
+
+-- name: kb_article_boost_add
+-- Add to an article's ranking prior, clamped to [-1000, 1000]; returns the new value.
+UPDATE kb_articles SET boost = greatest(-1000, least(1000, boost + %(delta)s))
+ WHERE organization_id = %(organization_id)s AND article_id = %(article_id)s
+RETURNING boost;
+
+-- name: kb_search
+-- BM25 over OR-ed query lexemes (exact + prefix), candidates from the GIN index; top k + snippet.
+WITH corpus AS (
+    SELECT doc_count, greatest(avg_doc_length, 1) AS avgdl, ts_configs
+      FROM kb_corpus_stats
+     WHERE organization_id = %(organization_id)s
+),
+-- The query analysed with every configuration the organization uses (or only the requested
+-- one): stemming and stopwords follow the article's language.
+qterm AS (
+    SELECT DISTINCT c.cfg, u.lexeme
+      FROM corpus
+     CROSS JOIN LATERAL unnest(corpus.ts_configs) AS c(cfg)
+     CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, %(query)s)) AS u
+     WHERE %(ts_config)s::regconfig IS NULL OR c.cfg = %(ts_config)s::regconfig
+),
+-- One OR tsquery per configuration; lexemes long enough also match as prefixes ('strike:*').
+tsq AS (
+    SELECT cfg,
+           string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || ''''
+                      || CASE WHEN length(lexeme) >= %(min_prefix_len)s THEN ':*' ELSE '' END,
+                      ' | ')::tsquery AS q
+      FROM qterm
+     GROUP BY cfg
+),
+cand AS (
+    SELECT a.article_id, a.ts_config, a.doc_length, a.boost, a.search_vector
+      FROM tsq
+      JOIN kb_articles a ON a.ts_config = tsq.cfg AND a.search_vector @@ tsq.q
+     WHERE a.organization_id = %(organization_id)s
+       AND (%(language)s::text IS NULL OR a.language = %(language)s::text)
+),
+-- Each (article, query lexeme, article lexeme) that matches exactly or by prefix, with its
+-- title/body term frequencies; a prefix match counts prefix_weight of an exact one.
+hit AS (
+    SELECT c.article_id, q.cfg, q.lexeme AS qlex,
+           CASE WHEN u.lexeme = q.lexeme THEN 1.0 ELSE %(prefix_weight)s END
+             * (%(title_weight)s * coalesce(cardinality(array_positions(u.weights, 'A')), 0)
+                + coalesce(cardinality(u.weights) - cardinality(array_positions(u.weights, 'A')),
+                           0)) AS wtf
+      FROM cand c
+     CROSS JOIN LATERAL unnest(c.search_vector) AS u
+      JOIN qterm q
+        ON q.cfg = c.ts_config
+       AND (u.lexeme = q.lexeme
+            OR (length(q.lexeme) >= %(min_prefix_len)s AND starts_with(u.lexeme, q.lexeme)))
+),
+term AS (
+    SELECT article_id, cfg, qlex, sum(wtf) AS tf FROM hit GROUP BY article_id, cfg, qlex
+),
+-- Every article holding a query lexeme is a candidate, so df is exact without a stats table.
+idf AS (
+    SELECT t.cfg, t.qlex,
+           ln(1 + (greatest(corpus.doc_count, count(*)) - count(*) + 0.5)
+                  / (count(*) + 0.5))::float8 AS idf
+      FROM term t, corpus
+     GROUP BY t.cfg, t.qlex, corpus.doc_count
+),
+scored AS (
+    SELECT c.article_id, c.ts_config, c.boost,
+           sum(i.idf * t.tf * (%(k1)s + 1)
+               / (t.tf + %(k1)s * (1 - %(b)s + %(b)s * c.doc_length / corpus.avgdl))) AS bm25
+      FROM term t
+      JOIN idf i USING (cfg, qlex)
+      JOIN cand c USING (article_id)
+     CROSS JOIN corpus
+     GROUP BY c.article_id, c.ts_config, c.boost
+),
+top AS (
+    SELECT article_id, ts_config, bm25 * (1 + %(boost_weight)s * tanh(boost)) AS score
+      FROM scored
+     ORDER BY score DESC, article_id
+     LIMIT %(k)s
+)
+SELECT top.article_id, a.title, a.url, a.language, top.score::float8 AS score,
+       ts_headline(top.ts_config, left(a.body, %(headline_max_chars)s), tsq.q, %(headline_options)s) AS snippet
+  FROM top
+  JOIN kb_articles a
+    ON a.organization_id = %(organization_id)s AND a.article_id = top.article_id
+  JOIN tsq ON tsq.cfg = top.ts_config
+ ORDER BY top.score DESC, top.article_id;

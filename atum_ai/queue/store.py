@@ -1,0 +1,464 @@
+"""JobStore: the only code that executes the queue's SQL.
+
+Every method takes the caller's connection, so an enqueue can join the caller's own
+transaction (the ticket system's) and the worker can complete a job, store its effects and
+enqueue follow-ups atomically. psycopg errors are translated here into the AtumError tree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from atum_ai.clock import Clock, SystemClock
+from atum_ai.errors import DuplicateJobError, JobNotFoundError, LostClaimError, StoreError
+from atum_ai.queue.models import Completion, EventType, Job, JobEvent, JobStatus, NewJob
+from atum_ai.queue.queries import QUERIES
+from atum_ai.queue.retry import RetryPolicy
+from atum_ai.queue.validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    PayloadValidator,
+    check_job_fields,
+    prepare_payload,
+)
+from atum_ai.redact import sanitize_error
+
+NOTIFY_CHANNEL = "atum_ai_jobs"
+# Below this many jobs a loop of single inserts beats the COPY set-up round trips.
+_COPY_THRESHOLD = 8
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Map psycopg errors that callers act on into the AtumError tree (procrastinate's
+    ``wrap_exceptions``). Connection-level errors pass through unchanged: the worker treats
+    them as infrastructure trouble, not as the job's fault."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise DuplicateJobError(sanitize_error(exc.diag.message_primary or exc)) from exc
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        raise StoreError(sanitize_error(exc.diag.message_primary or exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    id: uuid.UUID
+    created: bool  # False: a live job with the same dedupe key already existed
+
+
+@dataclass(frozen=True, slots=True)
+class FailOutcome:
+    id: uuid.UUID
+    status: JobStatus
+    retry_count: int
+    run_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    id: uuid.UUID
+    from_status: JobStatus
+    to_status: JobStatus
+
+    @property
+    def stopping(self) -> bool:
+        """True when the job was RUNNING: its worker stops it within one heartbeat."""
+        return self.to_status == JobStatus.RUNNING
+
+
+class JobStore:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        validator: PayloadValidator | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.validator = validator
+        self.max_payload_bytes = max_payload_bytes
+        self.retry_policy = retry_policy or RetryPolicy()
+
+    # ------------------------------------------------------------------ enqueue
+    def prepare(self, job: NewJob) -> str:
+        """Validate a job and return its serialised payload (raises ValidationError)."""
+        check_job_fields(job)
+        return prepare_payload(
+            job.job_type, job.payload, validator=self.validator, max_bytes=self.max_payload_bytes
+        )
+
+    async def enqueue(self, conn: AsyncConnection[Any], job: NewJob) -> EnqueueResult:
+        """Enqueue one job on ``conn``, inside the caller's transaction if one is open."""
+        payload = self.prepare(job)
+        async with conn.transaction():
+            return await self._insert_one(conn, job, payload)
+
+    async def _insert_one(self, conn: AsyncConnection[Any], job: NewJob, payload: str) -> EnqueueResult:
+        params = {
+            "id": job.id,
+            "organization_id": job.organization_id,
+            "job_type": job.job_type,
+            "payload": payload,
+            "run_after": job.run_after,
+            "priority": job.priority,
+            "dedupe_key": job.dedupe_key,
+            "max_retries": job.max_retries,
+            "timeout_seconds": job.timeout_seconds,
+            "parent_id": job.parent_id,
+            "now": self.clock.now(),
+        }
+        # A live duplicate can finish between our INSERT and SELECT; two rounds settle it.
+        for _ in range(3):
+            with translate_db_errors():
+                cur = await conn.execute(QUERIES["job_insert"], params)
+                if await cur.fetchone():
+                    return EnqueueResult(job.id, True)
+                cur = await conn.execute(QUERIES["job_find_live_duplicate"], params)
+                row = await cur.fetchone()
+            if row:
+                return EnqueueResult(row[0], False)
+        raise StoreError(f"could not enqueue {job.job_type} with dedupe key {job.dedupe_key!r}")
+
+    async def enqueue_many(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[uuid.UUID]:
+        """Enqueue many jobs all-or-nothing; returns one id per input job (the existing job's
+        id where a dedupe key matched). Uses COPY, so 100,000 jobs are one call and never hit
+        the 65,535 bind-parameter limit. Every job is validated before anything is written."""
+        payloads = [self.prepare(j) for j in jobs]
+        if not jobs:
+            return []
+        async with conn.transaction():
+            if len(jobs) <= _COPY_THRESHOLD:
+                return [(await self._insert_one(conn, j, p)).id for j, p in zip(jobs, payloads, strict=True)]
+            with translate_db_errors():
+                if any(j.dedupe_key for j in jobs):
+                    ids = await self._copy_via_staging(conn, jobs, payloads)
+                else:
+                    ids = await self._copy_direct(conn, jobs, payloads)
+                for job_type in sorted({j.job_type for j in jobs}):
+                    await conn.execute(QUERIES["job_notify"], {"job_type": job_type})
+            return ids
+
+    async def _copy_direct(
+        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], payloads: Sequence[str]
+    ) -> list[uuid.UUID]:
+        now = self.clock.now()
+        async with conn.cursor() as cur:
+            async with cur.copy(QUERIES["job_queue_copy"]) as copy:
+                for j, p in zip(jobs, payloads, strict=True):
+                    await copy.write_row(
+                        (j.id, j.organization_id, j.job_type, p, j.run_after or now, j.priority,
+                         5 if j.max_retries is None else j.max_retries, j.timeout_seconds,
+                         j.parent_id, now, now)
+                    )
+            async with cur.copy(QUERIES["job_events_enqueued_copy"]) as copy:
+                for j in jobs:
+                    await copy.write_row((j.id, j.organization_id, "ENQUEUED", "PENDING", 0, now))
+        return [j.id for j in jobs]
+
+    async def _copy_via_staging(
+        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], payloads: Sequence[str]
+    ) -> list[uuid.UUID]:
+        async with conn.cursor() as cur:
+            await cur.execute(QUERIES["job_staging_create"])
+            await cur.execute("TRUNCATE atum_enqueue_staging")
+            async with cur.copy(
+                "COPY atum_enqueue_staging (ord, id, organization_id, job_type, payload, run_after,"
+                " priority, dedupe_key, max_retries, timeout_seconds, parent_id) FROM STDIN"
+            ) as copy:
+                for i, (j, p) in enumerate(zip(jobs, payloads, strict=True)):
+                    await copy.write_row(
+                        (i, j.id, j.organization_id, j.job_type, p, j.run_after, j.priority,
+                         j.dedupe_key, j.max_retries, j.timeout_seconds, j.parent_id)
+                    )
+            await cur.execute(QUERIES["job_insert_from_staging"], {"now": self.clock.now()})
+            inserted = {r[0] for r in await cur.fetchall()}
+            missing = [j for j in jobs if j.id not in inserted]
+            existing: dict[tuple[Any, str, str | None], uuid.UUID] = {}
+            if missing:
+                await cur.execute(
+                    "SELECT q.organization_id, q.job_type, q.dedupe_key, q.id FROM job_queue q"
+                    " JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS k(o, t, d)"
+                    " ON q.organization_id = k.o AND q.job_type = k.t AND q.dedupe_key = k.d"
+                    " WHERE q.status IN ('PENDING', 'RUNNING', 'FAILED')",
+                    (
+                        [j.organization_id for j in missing],
+                        [j.job_type for j in missing],
+                        [j.dedupe_key for j in missing],
+                    ),
+                )
+                existing = {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
+        return [
+            j.id if j.id in inserted else existing[(j.organization_id, j.job_type, j.dedupe_key)]
+            for j in jobs
+        ]
+
+    # ------------------------------------------------------------------ worker side
+    async def claim(
+        self,
+        conn: AsyncConnection[Any],
+        worker_id: uuid.UUID,
+        limit: int,
+        *,
+        lease_seconds: float,
+        job_types: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` runnable jobs (see ``job_claim`` in sql/jobs.sql for the
+        fairness rule). One statement: its own transaction when ``conn`` is in autocommit."""
+        if limit <= 0:
+            return []
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                QUERIES["job_claim"],
+                {
+                    "worker_id": worker_id,
+                    "limit": limit,
+                    "lease_seconds": lease_seconds,
+                    "job_types": list(job_types) if job_types else None,
+                    "now": self.clock.now(),
+                },
+            )
+            return [Job.from_row(r) for r in await cur.fetchall()]
+
+    async def heartbeat(
+        self, conn: AsyncConnection[Any], worker_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, bool]:
+        """Renew leases; returns ``{job_id: cancel_requested}`` for the jobs still ours.
+        A held job missing from the answer was lost (its lease was recovered)."""
+        if not ids:
+            return {}
+        cur = await conn.execute(
+            QUERIES["job_heartbeat"], {"ids": list(ids), "worker_id": worker_id, "now": self.clock.now()}
+        )
+        return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def complete(
+        self, conn: AsyncConnection[Any], worker_id: uuid.UUID, completions: Sequence[Completion]
+    ) -> set[uuid.UUID]:
+        """Fenced batch completion. Marks DONE the jobs still RUNNING under ``worker_id``,
+        stores results and audit facts, and enqueues the follow-ups of exactly those jobs, all
+        in one transaction (a savepoint inside the caller's). Returns the completed ids; the
+        others were fenced out and nothing of theirs was written."""
+        if not completions:
+            return set()
+        now = self.clock.now()
+        async with conn.transaction():
+            cur = await conn.execute(
+                QUERIES["job_complete"],
+                {
+                    "ids": [c.job_id for c in completions],
+                    "results": [Jsonb(c.result) if c.result is not None else None for c in completions],
+                    "audits": [Jsonb(c.audit) if c.audit else None for c in completions],
+                    "worker_id": worker_id,
+                    "now": now,
+                },
+            )
+            done = {r[0] for r in await cur.fetchall()}
+            follow_ups = [f for c in completions if c.job_id in done for f in c.follow_ups]
+            if follow_ups:
+                await self.enqueue_many(conn, follow_ups)
+        return done
+
+    async def complete_one(
+        self, conn: AsyncConnection[Any], worker_id: uuid.UUID, completion: Completion
+    ) -> None:
+        """Like :meth:`complete` for one job; raises LostClaimError when fenced out."""
+        if completion.job_id not in await self.complete(conn, worker_id, [completion]):
+            raise LostClaimError(completion.job_id)
+
+    async def fail(
+        self,
+        conn: AsyncConnection[Any],
+        worker_id: uuid.UUID,
+        job: Job,
+        error: object,
+        *,
+        permanent: bool = False,
+        retry_policy: RetryPolicy | None = None,
+        cancelled: bool = False,
+        data: dict[str, Any] | None = None,
+    ) -> FailOutcome:
+        """Fenced failure of one attempt: FAILED with capped, jittered backoff, or DEAD when
+        permanent, cancelled or out of attempts. Raises LostClaimError when fenced out."""
+        now = self.clock.now()
+        policy = retry_policy or self.retry_policy
+        message = sanitize_error(error)
+        async with conn.cursor() as cur:
+            await cur.execute(
+                QUERIES["job_fail"],
+                {
+                    "id": job.id,
+                    "worker_id": worker_id,
+                    "permanent": permanent or cancelled,
+                    "retry_at": policy.next_run(now, job.retry_count + 1),
+                    "error": message,
+                    "dead_event": EventType.CANCELLED if cancelled else EventType.DEAD,
+                    "data": Jsonb(data) if data else None,
+                    "now": now,
+                },
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise LostClaimError(job.id)
+        return FailOutcome(row[0], JobStatus(row[1]), row[2], row[3])
+
+    async def release(
+        self,
+        conn: AsyncConnection[Any],
+        worker_id: uuid.UUID,
+        ids: Sequence[uuid.UUID],
+        message: str = "worker shutting down",
+    ) -> list[uuid.UUID]:
+        """Give held jobs back (PENDING, attempt not counted); returns the ids released."""
+        if not ids:
+            return []
+        cur = await conn.execute(
+            QUERIES["job_release"],
+            {"ids": list(ids), "worker_id": worker_id, "message": message, "now": self.clock.now()},
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+    async def recover_expired(
+        self, conn: AsyncConnection[Any], *, default_lease_seconds: float, limit: int = 500
+    ) -> list[tuple[uuid.UUID, JobStatus]]:
+        """Rescue jobs of dead or frozen workers (lease expired). Safe to run from every
+        worker at once: rows are taken with SKIP LOCKED and only RUNNING rows qualify."""
+        p = self.retry_policy
+        cur = await conn.execute(
+            QUERIES["job_recover_expired"],
+            {
+                "default_lease": default_lease_seconds,
+                "limit": limit,
+                "base": p.base_seconds,
+                "cap": p.cap_seconds,
+                "jitter": p.jitter,
+                "now": self.clock.now(),
+            },
+        )
+        return [(r[0], JobStatus(r[1])) for r in await cur.fetchall()]
+
+    # ------------------------------------------------------------------ admin
+    async def cancel(
+        self,
+        conn: AsyncConnection[Any],
+        job_id: uuid.UUID,
+        *,
+        organization_id: uuid.UUID | None = None,
+        reason: str = "cancelled",
+    ) -> CancelOutcome:
+        async with conn.transaction():
+            cur = await conn.execute(
+                QUERIES["job_cancel"],
+                {"id": job_id, "organization_id": organization_id,
+                 "reason": sanitize_error(reason), "now": self.clock.now()},
+            )
+            row = await cur.fetchone()
+            if row is None:
+                job = await self.get(conn, job_id, organization_id=organization_id)
+                if job is None:
+                    raise JobNotFoundError(f"no job {job_id}")
+                return CancelOutcome(job.id, job.status, job.status)
+        return CancelOutcome(row[0], JobStatus(row[1]), JobStatus(row[2]))
+
+    async def requeue(
+        self, conn: AsyncConnection[Any], job_id: uuid.UUID, *, organization_id: uuid.UUID | None = None
+    ) -> bool:
+        """DEAD -> PENDING with fresh attempts. False when the job is not DEAD."""
+        async with conn.transaction():
+            job = await self.get(conn, job_id, organization_id=organization_id)
+            if job is None:
+                raise JobNotFoundError(f"no job {job_id}")
+            with translate_db_errors():
+                cur = await conn.execute(
+                    QUERIES["job_requeue"],
+                    {"id": job_id, "organization_id": organization_id, "now": self.clock.now(),
+                     "message": f"requeued; last error: {job.last_error or '-'}"[:2000]},
+                )
+                return (await cur.fetchone()) is not None
+
+    async def purge(
+        self, conn: AsyncConnection[Any], older_than: timedelta, *, batch: int = 1000
+    ) -> int:
+        """Delete DONE/DEAD jobs (and their events) last updated before now - older_than, in
+        small batches so that no long lock or huge transaction builds up."""
+        before = self.clock.now() - older_than
+        total = 0
+        while True:
+            async with conn.transaction():
+                cur = await conn.execute(QUERIES["job_purge_batch"], {"before": before, "batch": batch})
+                row = await cur.fetchone()
+            n = int(row[0]) if row else 0
+            total += n
+            if n < batch:
+                return total
+
+    async def get(
+        self, conn: AsyncConnection[Any], job_id: uuid.UUID, *, organization_id: uuid.UUID | None = None
+    ) -> Job | None:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(QUERIES["job_get"], {"id": job_id, "organization_id": organization_id})
+            row = await cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    async def events(self, conn: AsyncConnection[Any], job_id: uuid.UUID) -> list[JobEvent]:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(QUERIES["job_events_list"], {"id": job_id})
+            return [JobEvent(**r) for r in await cur.fetchall()]
+
+    async def status_counts(
+        self, conn: AsyncConnection[Any], *, organization_id: uuid.UUID | None = None
+    ) -> list[tuple[str, str, int]]:
+        cur = await conn.execute(QUERIES["job_status_counts"], {"organization_id": organization_id})
+        return [(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
+
+    async def list_jobs(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        organization_id: uuid.UUID | None = None,
+        status: str | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                QUERIES["job_list"],
+                {"organization_id": organization_id, "status": status, "job_type": job_type,
+                 "limit": limit},
+            )
+            return list(await cur.fetchall())
+
+    async def runnable_exists(
+        self, conn: AsyncConnection[Any], job_types: Sequence[str] | None = None
+    ) -> bool:
+        cur = await conn.execute(
+            QUERIES["job_runnable_exists"],
+            {"job_types": list(job_types) if job_types else None, "now": self.clock.now()},
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def claim_schedule_fire(
+        self, conn: AsyncConnection[Any], schedule_name: str, fire_time: datetime
+    ) -> bool:
+        """True for exactly one caller per (schedule, fire time), however many workers race."""
+        cur = await conn.execute(
+            QUERIES["schedule_fire_claim"],
+            {"schedule_name": schedule_name, "fire_time": fire_time, "now": self.clock.now()},
+        )
+        return (await cur.fetchone()) is not None
+
+    async def last_schedule_fire(self, conn: AsyncConnection[Any], schedule_name: str) -> datetime | None:
+        cur = await conn.execute(QUERIES["schedule_last_fire"], {"schedule_name": schedule_name})
+        row = await cur.fetchone()
+        return row[0] if row else None

@@ -1,0 +1,130 @@
+"""Checks every payload passes before it can reach the table.
+
+Bad input gets a clear error naming the field, and nothing is written: PostgreSQL's jsonb
+cannot store U+0000 or NaN, a lone surrogate cannot be encoded, and a naive datetime means
+whatever the server's TimeZone says. All of these are refused here, not by the database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Protocol
+from uuid import UUID
+
+from atum_ai.errors import PayloadValidationError, ValidationError
+from atum_ai.queue.models import JOB_TYPE_RE, MAX_DEDUPE_KEY_CHARS, NewJob
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_DEPTH = 64
+
+
+class PayloadValidator(Protocol):
+    """Implemented by the handler registry: validate a payload against its job type's model
+    and return the normalised JSON-ready dict. Raises PayloadValidationError naming the field.
+    The queue core only knows this protocol, never the handlers."""
+
+    def validate_payload(self, job_type: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _path(parts: list[str | int]) -> str:
+    out = "payload"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _normalise(value: Any, parts: list[str | int], depth: int) -> Any:
+    """Return a JSON-ready copy, raising on anything PostgreSQL would reject."""
+    if depth > MAX_DEPTH:
+        raise PayloadValidationError(f"nested deeper than {MAX_DEPTH} levels", field=_path(parts))
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PayloadValidationError("NaN/Infinity is not valid JSON", field=_path(parts))
+        return value
+    if isinstance(value, str):
+        return _check_text(value, parts)
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PayloadValidationError(
+                "naive datetime; give a timezone (e.g. ...T09:00:00Z)", field=_path(parts)
+            )
+        return value.isoformat()
+    if isinstance(value, date | UUID | Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return _normalise(value.value, parts, depth)
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise PayloadValidationError("object keys must be strings", field=_path(parts))
+            _check_text(k, [*parts, k])
+            out[k] = _normalise(v, [*parts, k], depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_normalise(v, [*parts, i], depth + 1) for i, v in enumerate(value)]
+    raise PayloadValidationError(
+        f"{type(value).__name__} is not JSON-serialisable", field=_path(parts)
+    )
+
+
+def _check_text(s: str, parts: list[str | int]) -> str:
+    if "\x00" in s:
+        raise PayloadValidationError("contains a NUL character (U+0000)", field=_path(parts))
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadValidationError(
+            "contains invalid unicode (a lone surrogate)", field=_path(parts)
+        ) from None
+    return s
+
+
+def prepare_payload(
+    job_type: str,
+    payload: Any,
+    *,
+    validator: PayloadValidator | None = None,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> str:
+    """Validate and serialise a payload; returns the JSON text that goes into the table."""
+    if not isinstance(payload, dict):
+        raise PayloadValidationError("must be a JSON object", field="payload")
+    normalised = _normalise(payload, [], 0)
+    if validator is not None:
+        normalised = _normalise(validator.validate_payload(job_type, normalised), [], 0)
+    text = json.dumps(normalised, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise PayloadValidationError(
+            f"is {size:,} bytes, over the limit of {max_bytes:,} bytes", field="payload"
+        )
+    return text
+
+
+def check_job_fields(job: NewJob) -> None:
+    """Refuse job metadata the table would reject or misread."""
+    if not isinstance(job.job_type, str) or not JOB_TYPE_RE.match(job.job_type):
+        raise ValidationError(
+            "must be 1-64 characters: a letter, then letters, digits, _ . : -", field="job_type"
+        )
+    if job.dedupe_key is not None:
+        if not job.dedupe_key or len(job.dedupe_key) > MAX_DEDUPE_KEY_CHARS:
+            raise ValidationError(f"must be 1-{MAX_DEDUPE_KEY_CHARS} characters", field="dedupe_key")
+        _check_text(job.dedupe_key, ["dedupe_key"])
+    if job.run_after is not None and (
+        not isinstance(job.run_after, datetime) or job.run_after.utcoffset() is None
+    ):
+        raise ValidationError("must be a timezone-aware datetime", field="run_after")
+    if job.max_retries is not None and not 0 <= job.max_retries <= 1000:
+        raise ValidationError("must be between 0 and 1000", field="max_retries")
+    if not -1_000_000 <= job.priority <= 1_000_000:
+        raise ValidationError("must be between -1,000,000 and 1,000,000", field="priority")
+    if job.timeout_seconds is not None and not 0 < job.timeout_seconds <= 86_400:
+        raise ValidationError("must be in (0, 86400] seconds", field="timeout_seconds")
