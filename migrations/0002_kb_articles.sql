@@ -5,10 +5,10 @@
 --
 -- kb_articles          one row per tenant article; search_vector is generated from title (weight A)
 --                      and body (weight B) with the article's own text-search configuration.
--- kb_lexeme_stats      per-organization document frequency of each lexeme (BM25 IDF).
+-- kb_lexeme_stats      per-organization vocabulary with document frequencies (prefix expansion).
 -- kb_corpus_stats      per-organization document count, average document length and the set of
 --                      text-search configurations in use (how a query is analysed).
--- The two stats tables are rebuilt by the importer (atum_ai.local.kb_search) in the same
+-- The two stats tables are maintained by the importer (atum_ai.local.kb_search) in the same
 -- transaction as the article writes, under a per-organization advisory lock.
 
 -- Number of tokens (positions) in a tsvector: BM25's document length. IMMUTABLE so it can feed a
@@ -51,10 +51,13 @@ CREATE TABLE kb_articles (
 -- filter is applied on the heap rows; a GIN on (organization_id, search_vector) would need btree_gin.
 CREATE INDEX ix_kb_articles_search_vector ON kb_articles USING gin (search_vector);
 
+-- The organization's vocabulary: which lexemes its articles contain and in how many. Query
+-- lexemes are expanded through it by prefix ("strike" -> "strikethrough"); C collation lets the
+-- primary key serve those prefix range scans. Maintained incrementally by the importer.
 CREATE TABLE kb_lexeme_stats (
     organization_id uuid    NOT NULL,
-    lexeme          text    NOT NULL,
-    doc_freq        integer NOT NULL CHECK (doc_freq > 0),
+    lexeme          text    COLLATE "C" NOT NULL,
+    doc_freq        integer NOT NULL CHECK (doc_freq >= 0),
     PRIMARY KEY (organization_id, lexeme)
 );
 

@@ -42,6 +42,9 @@ class OutputFormat(StrEnum):
 
 FORMAT_LADDER = (OutputFormat.JSON_SCHEMA, OutputFormat.JSON_OBJECT, OutputFormat.PROMPT)
 
+# Schema keywords whose values map *names* (of properties, definitions) to schemas.
+_NAME_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
+
 
 class InvalidOutput(Exception):
     """The model's answer did not validate; ``reason`` is safe to show the model again."""
@@ -83,8 +86,14 @@ def strict_json_schema(model: type[BaseModel]) -> tuple[dict[str, Any], bool]:
             if "$ref" in node and len(node) > 1:
                 for key in [k for k in node if k != "$ref"]:
                     del node[key]
-            for value in node.values():
-                visit(value)
+            # Defaults mean nothing once every property is required, and strict mode refuses them.
+            node.pop("default", None)
+            for key, value in node.items():
+                if key in _NAME_MAPS and isinstance(value, dict):
+                    for sub in value.values():  # keys here are names, not keywords
+                        visit(sub)
+                else:
+                    visit(value)
         elif isinstance(node, list):
             for value in node:
                 visit(value)

@@ -157,6 +157,7 @@ class Bm25Params:
     title_weight: float = 2.0
     prefix_weight: float = 0.5
     min_prefix_len: int = 4
+    max_expansions: int = 20
     boost_weight: float = 0.25
 
 
@@ -220,6 +221,18 @@ async def _refresh_corpus_stats(
     await conn.execute(QUERIES["kb_corpus_stats_refresh"], {"organization_id": org, "now": now})
 
 
+async def rebuild_stats(
+    conn: AsyncConnection[Any], organization_id: uuid.UUID | str, *, now: datetime | None = None
+) -> None:
+    """Recount the organization's vocabulary and corpus statistics from its articles (repair
+    after writes that bypassed this module; the importer keeps them current on its own)."""
+    org = _org(organization_id)
+    async with conn.transaction():
+        await conn.execute(QUERIES["kb_lock_organization"], {"organization_id": org})
+        await conn.execute(QUERIES["kb_lexeme_stats_rebuild"], {"organization_id": org})
+        await _refresh_corpus_stats(conn, org, now)
+
+
 # --------------------------------------------------------------------------- writes
 
 
@@ -258,12 +271,15 @@ async def import_articles(
         async with conn.transaction():
             await conn.execute(QUERIES["kb_lock_organization"], {"organization_id": org})
             if rows:
+                ids = {"organization_id": org, "article_ids": sorted({r["article_id"] for r in rows})}
+                await conn.execute(QUERIES["kb_lexeme_stats_subtract"], ids)
                 async with conn.cursor() as cur:
                     await cur.executemany(QUERIES["kb_article_upsert"], rows, returning=True)
                     while True:
                         written += len(await cur.fetchall())
                         if not cur.nextset():
                             break
+                await conn.execute(QUERIES["kb_lexeme_stats_add"], ids)
             await _refresh_corpus_stats(conn, org, now)
     except psycopg.errors.ProgramLimitExceeded as exc:  # e.g. tsvector over 1 MB
         raise ValidationError(f"article too large to index: {exc.diag.message_primary}") from None
@@ -281,10 +297,11 @@ async def delete_articles(
     org = _org(organization_id)
     async with conn.transaction():
         await conn.execute(QUERIES["kb_lock_organization"], {"organization_id": org})
-        cur = await conn.execute(
-            QUERIES["kb_articles_delete"], {"organization_id": org, "article_ids": list(article_ids)}
-        )
+        ids = {"organization_id": org, "article_ids": list(article_ids)}
+        await conn.execute(QUERIES["kb_lexeme_stats_subtract"], ids)
+        cur = await conn.execute(QUERIES["kb_articles_delete"], ids)
         deleted = len(await cur.fetchall())
+        await conn.execute(QUERIES["kb_lexeme_stats_add"], {**ids, "article_ids": []})
         await _refresh_corpus_stats(conn, org, now)
     return deleted
 

@@ -62,7 +62,7 @@ import csv
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from atum_ai.clock import require_aware
 from atum_ai.errors import ValidationError
@@ -130,27 +130,30 @@ def _hours(start: datetime, end: datetime | None) -> float | None:
     return max(0.0, (end - start).total_seconds() / 3600.0)
 
 
-def _servicenow_record(number: str, rows: list[Mapping[str, str]]) -> SlaRecord | None:
-    first, last = rows[0], rows[-1]
-    opened_at = parse_servicenow_time(_value(last, "opened_at") or _value(first, "opened_at"))
+def _servicenow_record(
+    number: str, rows: list[Mapping[str, str]], features_from: Literal["first", "last"]
+) -> SlaRecord | None:
+    last = rows[-1]
+    feature_row = rows[0] if features_from == "first" else last
+    opened_at = parse_servicenow_time(_value(last, "opened_at") or _value(feature_row, "opened_at"))
     made_sla = (_value(last, "made_sla") or "").upper()
     if opened_at is None or made_sla not in ("TRUE", "FALSE"):
         return None  # no anchor in time, or no label: useless for training
     extra = {}
-    if (ci := _value(first, "cmdb_ci")) is not None:
+    if (ci := _value(feature_row, "cmdb_ci")) is not None:
         extra["cmdb_ci"] = ci
     features = SlaFeatures(
         opened_at=opened_at,
-        priority=normalize_priority(_value(first, "priority")),
-        impact=normalize_level(_value(first, "impact")),
-        urgency=normalize_level(_value(first, "urgency")),
-        category=_value(first, "category"),
-        subcategory=_value(first, "subcategory"),
-        symptom=_value(first, "u_symptom"),
-        assignment_group=_value(first, "assignment_group"),
-        channel=(_value(first, "contact_type") or "").lower() or None,
-        location=_value(first, "location"),
-        opened_by=_value(first, "opened_by"),
+        priority=normalize_priority(_value(feature_row, "priority")),
+        impact=normalize_level(_value(feature_row, "impact")),
+        urgency=normalize_level(_value(feature_row, "urgency")),
+        category=_value(feature_row, "category"),
+        subcategory=_value(feature_row, "subcategory"),
+        symptom=_value(feature_row, "u_symptom"),
+        assignment_group=_value(feature_row, "assignment_group"),
+        channel=(_value(feature_row, "contact_type") or "").lower() or None,
+        location=_value(feature_row, "location"),
+        opened_by=_value(feature_row, "opened_by"),
         extra=extra,
     )
     picked_up = None
@@ -167,8 +170,13 @@ def _servicenow_record(number: str, rows: list[Mapping[str, str]]) -> SlaRecord 
     )
 
 
-def records_from_servicenow_rows(rows: Iterable[Mapping[str, str]]) -> list[SlaRecord]:
+def records_from_servicenow_rows(
+    rows: Iterable[Mapping[str, str]], *, features_from: Literal["first", "last"] = "first"
+) -> list[SlaRecord]:
     """Group audit rows by ``number`` (in log order) and build one record per incident.
+
+    ``features_from="last"`` reads the features from the final row instead: that LEAKS the
+    handling history (see the module docstring) and exists only to measure the leak.
 
     Incidents without ``opened_at`` or a TRUE/FALSE ``made_sla`` are skipped. The result is
     sorted by ``opened_at`` (then number), ready for a time-ordered split.
@@ -178,15 +186,19 @@ def records_from_servicenow_rows(rows: Iterable[Mapping[str, str]]) -> list[SlaR
         number = _value(row, "number")
         if number is not None:
             by_number.setdefault(number, []).append(row)
-    records = [r for n, rs in by_number.items() if (r := _servicenow_record(n, rs)) is not None]
+    records = [
+        r for n, rs in by_number.items() if (r := _servicenow_record(n, rs, features_from)) is not None
+    ]
     records.sort(key=lambda r: (r.opened_at, r.ticket_id or ""))
     return records
 
 
-def read_servicenow_incident_log(path: str | Path) -> list[SlaRecord]:
+def read_servicenow_incident_log(
+    path: str | Path, *, features_from: Literal["first", "last"] = "first"
+) -> list[SlaRecord]:
     """Read a ServiceNow incident audit-log CSV into records (see the module docstring)."""
     with open(path, newline="", encoding="utf-8") as handle:
-        return records_from_servicenow_rows(csv.DictReader(handle))
+        return records_from_servicenow_rows(csv.DictReader(handle), features_from=features_from)
 
 
 # --------------------------------------------------------------------------- atum_ai mirror

@@ -39,8 +39,9 @@ from typing import Any, Final
 import numpy as np
 import scipy.sparse as sp
 import sklearn
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from atum_ai.errors import AtumError
@@ -120,11 +121,16 @@ class TriageConfig:
     C: float = 2.0
     field_C: tuple[tuple[str, float], ...] = ()
     class_weight: str | None = "balanced"
+    # "logreg" (multinomial logistic regression) or "linear_svc" (one-vs-rest, squared hinge);
+    # either way the margins go through a per-field temperature softmax.
+    estimator: str = "logreg"
     max_iter: int = 2_000
     # Temperature-scale probabilities per field from out-of-fold predictions (k folds).
     calibrate: bool = True
     calibration_folds: int = 3
     random_state: int = 0
+    # The subject is short and topical: repeating it weighs it against the long body.
+    subject_repeat: int = 1
 
     def c_for(self, field_name: str) -> float:
         return dict(self.field_C).get(field_name, self.C)
@@ -165,9 +171,10 @@ def _clean(text: str | None, limit: int) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
-def prepare_text(subject: str | None, body: str | None) -> str:
+def prepare_text(subject: str | None, body: str | None, subject_repeat: int = 1) -> str:
     """The one text the vectorizers see: bounded, NUL-free, NFKC-normalized subject + body."""
-    return f"{_clean(subject, MAX_SUBJECT_CHARS)}\n{_clean(body, MAX_BODY_CHARS)}"
+    subj = _clean(subject, MAX_SUBJECT_CHARS)
+    return "\n".join([subj] * max(1, subject_repeat) + [_clean(body, MAX_BODY_CHARS)])
 
 
 # --------------------------------------------------------------------------------------
@@ -219,27 +226,66 @@ class _Featurizer:
         return sp.hstack(parts, format="csr")
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        parts = [v.transform(texts) for v in (self.word, self.char) if v is not None]
+        parts = [_fast_tfidf(v, texts) for v in (self.word, self.char) if v is not None]
         if not parts:
             return sp.csr_matrix(np.ones((len(texts), 1), dtype=np.float32))
         return sp.hstack(parts, format="csr")
 
 
+def _fast_tfidf(vec: TfidfVectorizer, texts: Sequence[str]) -> sp.csr_matrix:
+    """``vec.transform(texts)`` without the per-call input validation, which costs as much as
+    the tf-idf arithmetic for one ticket. Same steps as ``TfidfTransformer.transform``
+    (sublinear tf, idf, L2 rows); a unit test pins the equality."""
+    X = CountVectorizer.transform(vec, texts).astype(np.float32, copy=False)
+    if vec.sublinear_tf:
+        np.log(X.data, X.data)
+        X.data += 1.0
+    if vec.use_idf:
+        X.data *= vec.idf_[X.indices].astype(np.float32, copy=False)
+    if vec.norm == "l2":
+        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=X.data.astype(np.float64) ** 2,
+                                    minlength=X.shape[0]))
+        norms[norms == 0.0] = 1.0
+        X.data /= norms[rows].astype(np.float32)
+    elif vec.norm is not None:  # pragma: no cover - not used by TriageConfig
+        return vec.transform(texts)
+    return X
+
+
 @dataclass(slots=True)
 class _FieldClassifier:
-    """One field: a fitted estimator, or a constant fallback when there was nothing to learn."""
+    """One field as plain arrays: scores = X @ coef + intercept, softmax(scores / T).
+
+    Keeping only the weights (not the sklearn estimator) makes prediction one sparse-dense
+    product with no per-call input validation, and the pickle smaller. ``coef`` is None for
+    a field that fell back to a constant (single class, too few examples).
+    """
 
     classes: tuple[str, ...]
-    estimator: LogisticRegression | None
+    coef: np.ndarray | None = None  # (n_features, n_classes), float32
+    intercept: np.ndarray | None = None  # (n_classes,)
     temperature: float = 1.0
     fallback_label: str | None = None
 
+    @classmethod
+    def from_estimator(cls, est: Any, temperature: float) -> _FieldClassifier:
+        coef = np.asarray(est.coef_, dtype=np.float32)
+        intercept = np.asarray(est.intercept_, dtype=np.float32).ravel()
+        if coef.shape[0] == 1:  # binary: sklearn keeps the positive class's margin only
+            coef = np.vstack([-coef / 2.0, coef / 2.0])
+            intercept = np.array([-intercept[0] / 2.0, intercept[0] / 2.0], dtype=np.float32)
+        return cls(
+            classes=tuple(str(c) for c in est.classes_),
+            coef=np.ascontiguousarray(coef.T),
+            intercept=intercept,
+            temperature=temperature,
+        )
+
     def predict_proba(self, X: sp.csr_matrix) -> np.ndarray:
-        if self.estimator is None:
+        if self.coef is None or self.intercept is None:
             return np.ones((X.shape[0], 1), dtype=np.float64)
-        scores = self.estimator.decision_function(X)
-        if scores.ndim == 1:  # binary: sklearn returns the positive-class margin only
-            scores = np.column_stack([-scores / 2.0, scores / 2.0])
+        scores = np.asarray(X @ self.coef, dtype=np.float64) + self.intercept
         return _softmax(scores / self.temperature)
 
 
@@ -247,6 +293,10 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _scores_2d(scores: np.ndarray) -> np.ndarray:
+    return np.column_stack([-scores / 2.0, scores / 2.0]) if scores.ndim == 1 else scores
 
 
 def _fit_temperature(scores: np.ndarray, y_idx: np.ndarray) -> float:
@@ -276,7 +326,14 @@ def _fit_temperature(scores: np.ndarray, y_idx: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
-def _new_estimator(config: TriageConfig, field_name: str) -> LogisticRegression:
+def _new_estimator(config: TriageConfig, field_name: str) -> LogisticRegression | LinearSVC:
+    if config.estimator == "linear_svc":
+        return LinearSVC(
+            C=config.c_for(field_name),
+            class_weight=config.class_weight,
+            max_iter=config.max_iter,
+            random_state=config.random_state,
+        )
     return LogisticRegression(
         C=config.c_for(field_name),
         class_weight=config.class_weight,
@@ -292,7 +349,7 @@ def _train_field(
     """Fit one field. Returns the classifier and, when degraded, the reason."""
     counts = Counter(y)
     if not counts:
-        return _FieldClassifier(classes=(), estimator=None), "no labelled examples"
+        return _FieldClassifier(classes=()), "no labelled examples"
     majority = counts.most_common(1)[0][0]
     reason: str | None = None
     if len(counts) < 2:
@@ -300,7 +357,7 @@ def _train_field(
     elif len(y) < MIN_EXAMPLES_PER_FIELD:
         reason = f"fewer than {MIN_EXAMPLES_PER_FIELD} labelled examples"
     if reason:
-        return _FieldClassifier(classes=(majority,), estimator=None, fallback_label=majority), reason
+        return _FieldClassifier(classes=(majority,), fallback_label=majority), reason
 
     classes = tuple(sorted(counts))
     y_arr = np.asarray(y, dtype=object)
@@ -316,15 +373,10 @@ def _train_field(
         oof = cross_val_predict(
             _new_estimator(config, field_name), X, y_arr, cv=skf, method="decision_function"
         )
-        if oof.ndim == 1:
-            oof = np.column_stack([-oof / 2.0, oof / 2.0])
+        oof = _scores_2d(oof)
         index = {c: i for i, c in enumerate(est.classes_)}
         temperature = _fit_temperature(oof, np.array([index[v] for v in y_arr]))
-    return (
-        _FieldClassifier(classes=tuple(str(c) for c in est.classes_), estimator=est,
-                         temperature=temperature),
-        None,
-    )
+    return _FieldClassifier.from_estimator(est, temperature), None
 
 
 # --------------------------------------------------------------------------------------
@@ -371,7 +423,7 @@ class TriageModel:
         if not fields:
             raise ValueError("no fields to train: the examples carry no labels")
 
-        texts = [prepare_text(ex.subject, ex.body) for ex in examples]
+        texts = [prepare_text(ex.subject, ex.body, config.subject_repeat) for ex in examples]
         featurizer = _Featurizer(config)
         X = featurizer.fit_transform(texts)
 
@@ -419,13 +471,14 @@ class TriageModel:
         self, tickets: Iterable[tuple[str | None, str | None]]
     ) -> list[dict[str, FieldPrediction]]:
         """Batch prediction: one vectorizer pass, one matrix product per field."""
-        texts = [prepare_text(s, b) for s, b in tickets]
+        repeat = int(self.metadata.config.get("subject_repeat", 1))
+        texts = [prepare_text(s, b, repeat) for s, b in tickets]
         if not texts:
             return []
         X = self._featurizer.transform(texts)
         out: list[dict[str, FieldPrediction]] = [{} for _ in texts]
         for name, clf in self._classifiers.items():
-            if clf.estimator is None:
+            if clf.coef is None:
                 label = clf.fallback_label or ""
                 pred = FieldPrediction(
                     label=label,

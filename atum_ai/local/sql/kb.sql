@@ -26,6 +26,47 @@ DELETE FROM kb_articles
  WHERE organization_id = %(organization_id)s AND article_id = ANY(%(article_ids)s::text[])
 RETURNING article_id;
 
+-- name: kb_lexeme_stats_subtract
+-- Before articles change or go: remove their lexemes from the organization's vocabulary counts.
+WITH old AS (
+    SELECT u.lexeme, count(*)::integer AS n
+      FROM kb_articles a
+     CROSS JOIN LATERAL unnest(tsvector_to_array(a.search_vector)) AS u(lexeme)
+     WHERE a.organization_id = %(organization_id)s AND a.article_id = ANY(%(article_ids)s::text[])
+     GROUP BY u.lexeme
+)
+UPDATE kb_lexeme_stats s SET doc_freq = greatest(s.doc_freq - old.n, 0)
+  FROM old
+ WHERE s.organization_id = %(organization_id)s AND s.lexeme = old.lexeme;
+
+-- name: kb_lexeme_stats_add
+-- After articles were written: add their lexemes to the counts and drop lexemes no article has.
+WITH new AS (
+    SELECT u.lexeme, count(*)::integer AS n
+      FROM kb_articles a
+     CROSS JOIN LATERAL unnest(tsvector_to_array(a.search_vector)) AS u(lexeme)
+     WHERE a.organization_id = %(organization_id)s AND a.article_id = ANY(%(article_ids)s::text[])
+     GROUP BY u.lexeme
+), upsert AS (
+    INSERT INTO kb_lexeme_stats AS s (organization_id, lexeme, doc_freq)
+    SELECT %(organization_id)s, lexeme, n FROM new
+    ON CONFLICT (organization_id, lexeme) DO UPDATE SET doc_freq = s.doc_freq + EXCLUDED.doc_freq
+)
+DELETE FROM kb_lexeme_stats
+ WHERE organization_id = %(organization_id)s AND doc_freq = 0;
+
+-- name: kb_lexeme_stats_rebuild
+-- Recount the organization's vocabulary from scratch (repair; the importer works incrementally).
+WITH gone AS (
+    DELETE FROM kb_lexeme_stats WHERE organization_id = %(organization_id)s
+)
+INSERT INTO kb_lexeme_stats (organization_id, lexeme, doc_freq)
+SELECT %(organization_id)s, u.lexeme, count(*)::integer
+  FROM kb_articles a
+ CROSS JOIN LATERAL unnest(tsvector_to_array(a.search_vector)) AS u(lexeme)
+ WHERE a.organization_id = %(organization_id)s
+ GROUP BY u.lexeme;
+
 -- name: kb_corpus_stats_refresh
 -- Recompute the organization's document count, average length and configurations in use.
 WITH agg AS (
@@ -65,19 +106,36 @@ WITH corpus AS (
 -- The query analysed with every configuration the organization uses (or only the requested
 -- one): stemming and stopwords follow the article's language.
 qterm AS (
-    SELECT DISTINCT c.cfg, u.lexeme
+    SELECT DISTINCT c.cfg, u.lexeme COLLATE "C" AS lexeme
       FROM corpus
      CROSS JOIN LATERAL unnest(corpus.ts_configs) AS c(cfg)
      CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, %(query)s)) AS u
      WHERE %(ts_config)s::regconfig IS NULL OR c.cfg = %(ts_config)s::regconfig
 ),
--- One OR tsquery per configuration; lexemes long enough also match as prefixes ('strike:*').
+-- Each query lexeme stands for the vocabulary lexemes equal to it or, when it is long enough,
+-- starting with it ("strike" -> "strikethrough", weighted prefix_weight); the most frequent
+-- max_expansions prefix matches are kept.
+expand AS (
+    SELECT q.cfg, q.lexeme AS qlex, v.lexeme AS dlex,
+           CASE WHEN v.lexeme = q.lexeme THEN 1.0 ELSE %(prefix_weight)s END AS w
+      FROM qterm q
+     CROSS JOIN LATERAL (
+            SELECT s.lexeme
+              FROM kb_lexeme_stats s
+             WHERE s.organization_id = %(organization_id)s
+               AND s.lexeme >= q.lexeme AND s.lexeme < q.lexeme || chr(1114111)
+               AND (s.lexeme = q.lexeme
+                    OR (length(q.lexeme) >= %(min_prefix_len)s AND starts_with(s.lexeme, q.lexeme)))
+             ORDER BY s.lexeme = q.lexeme DESC, s.doc_freq DESC, s.lexeme
+             LIMIT %(max_expansions)s
+          ) AS v
+),
+-- One OR tsquery per configuration over the expanded lexemes.
 tsq AS (
     SELECT cfg,
-           string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || ''''
-                      || CASE WHEN length(lexeme) >= %(min_prefix_len)s THEN ':*' ELSE '' END,
+           string_agg(DISTINCT '''' || replace(replace(dlex, '\', '\\'), '''', '''''') || '''',
                       ' | ')::tsquery AS q
-      FROM qterm
+      FROM expand
      GROUP BY cfg
 ),
 cand AS (
@@ -87,25 +145,18 @@ cand AS (
      WHERE a.organization_id = %(organization_id)s
        AND (%(language)s::text IS NULL OR a.language = %(language)s::text)
 ),
--- Each (article, query lexeme, article lexeme) that matches exactly or by prefix, with its
--- title/body term frequencies; a prefix match counts prefix_weight of an exact one.
-hit AS (
-    SELECT c.article_id, q.cfg, q.lexeme AS qlex,
-           CASE WHEN u.lexeme = q.lexeme THEN 1.0 ELSE %(prefix_weight)s END
-             * (%(title_weight)s * coalesce(cardinality(array_positions(u.weights, 'A')), 0)
-                + coalesce(cardinality(u.weights) - cardinality(array_positions(u.weights, 'A')),
-                           0)) AS wtf
+-- Title/body term frequency of each query lexeme in each candidate (title counts title_weight).
+term AS (
+    SELECT c.article_id, e.cfg, e.qlex,
+           sum(e.w * (%(title_weight)s * coalesce(cardinality(array_positions(u.weights, 'A')), 0)
+                      + cardinality(u.weights)
+                      - coalesce(cardinality(array_positions(u.weights, 'A')), 0))) AS tf
       FROM cand c
      CROSS JOIN LATERAL unnest(c.search_vector) AS u
-      JOIN qterm q
-        ON q.cfg = c.ts_config
-       AND (u.lexeme = q.lexeme
-            OR (length(q.lexeme) >= %(min_prefix_len)s AND starts_with(u.lexeme, q.lexeme)))
+      JOIN expand e ON e.cfg = c.ts_config AND e.dlex = u.lexeme COLLATE "C"
+     GROUP BY c.article_id, e.cfg, e.qlex
 ),
-term AS (
-    SELECT article_id, cfg, qlex, sum(wtf) AS tf FROM hit GROUP BY article_id, cfg, qlex
-),
--- Every article holding a query lexeme is a candidate, so df is exact without a stats table.
+-- Every article holding a query lexeme is a candidate, so df counted here is exact.
 idf AS (
     SELECT t.cfg, t.qlex,
            ln(1 + (greatest(corpus.doc_count, count(*)) - count(*) + 0.5)
@@ -130,7 +181,8 @@ top AS (
      LIMIT %(k)s
 )
 SELECT top.article_id, a.title, a.url, a.language, top.score::float8 AS score,
-       ts_headline(top.ts_config, left(a.body, %(headline_max_chars)s), tsq.q, %(headline_options)s) AS snippet
+       ts_headline(top.ts_config, left(a.body, %(headline_max_chars)s), tsq.q,
+                   %(headline_options)s) AS snippet
   FROM top
   JOIN kb_articles a
     ON a.organization_id = %(organization_id)s AND a.article_id = top.article_id

@@ -88,11 +88,14 @@ WITH RECURSIVE orgs AS (
     SELECT least(%(limit)s, greatest(1, ceil(4.0 * %(limit)s / greatest(count(*), 1))))::int AS k
       FROM live_orgs
 ), candidates AS (
-    SELECT c.id, c.rn, c.priority, c.run_after
+    -- rn is computed out here: a window inside the LATERAL would read every peer row of
+    -- equal (priority, run_after), i.e. a whole bulk-enqueued backlog.
+    SELECT c.id, c.priority, c.run_after,
+           row_number() OVER (PARTITION BY o.organization_id
+                              ORDER BY c.priority DESC, c.run_after, c.id) AS rn
       FROM live_orgs o
      CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_after,
-               row_number() OVER (ORDER BY j.priority DESC, j.run_after) AS rn
+        SELECT j.id, j.priority, j.run_after
           FROM job_queue j
          WHERE j.organization_id = o.organization_id
            AND j.status IN ('PENDING', 'FAILED')
@@ -102,8 +105,11 @@ WITH RECURSIVE orgs AS (
          LIMIT (SELECT k FROM per_org)
      ) c
 ), picked AS (
+    -- The inner LIMIT keeps the planner's estimate small, so it joins by primary key instead
+    -- of hashing the whole table; twice the limit leaves room for rows that others locked.
     SELECT j.id, j.status AS old_status, c.rn, c.priority AS c_priority, c.run_after AS c_run_after
-      FROM job_queue j JOIN candidates c ON c.id = j.id
+      FROM (SELECT * FROM candidates ORDER BY rn, priority DESC, run_after LIMIT 2 * %(limit)s) c
+      JOIN job_queue j ON j.id = c.id
      WHERE j.status IN ('PENDING', 'FAILED') AND j.run_after <= %(now)s
      ORDER BY c.rn, c.priority DESC, c.run_after
      LIMIT %(limit)s

@@ -214,3 +214,17 @@ def test_fit_takes_explicit_fields() -> None:
     m = TriageModel.fit(_examples(2), fields=["priority"], config=FAST)
     assert m.fields == ("priority",)
     assert set(m.predict("Server down", "down")) == {"priority"}
+
+
+def test_fast_tfidf_matches_sklearn(model: TriageModel) -> None:
+    import numpy as np
+
+    from atum_ai.local.triage_model import _fast_tfidf
+
+    texts = [prepare_text(s, b) for s, b in [("Server down", "Nobody can log in."), ("", ""),
+                                              ("Invoice", "copy copy copy of the invoice")]]
+    for vec in (model._featurizer.word, model._featurizer.char):
+        assert vec is not None
+        np.testing.assert_allclose(
+            _fast_tfidf(vec, texts).toarray(), vec.transform(texts).toarray(), rtol=1e-5, atol=1e-6
+        )
