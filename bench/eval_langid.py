@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--languages", default=",".join(DEFAULT_LANGUAGES))
     args = parser.parse_args(argv)
 
-    rows = [json.loads(line) for line in args.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in args.path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     languages = [c.strip() for c in args.languages.split(",") if c.strip()]
     detect_language("warm up", languages)  # load the model outside the timed loop
 
@@ -49,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"tickets      {len(rows)}")
     print(f"accuracy     {correct / len(rows):.4f}  ({correct}/{len(rows)}) against the raw labels")
-    print(f"throughput   {len(rows) / elapsed:,.0f} tickets/s  ({elapsed * 1000 / len(rows):.2f} ms each)")
+    print(
+        f"throughput   {len(rows) / elapsed:,.0f} tickets/s  ({elapsed * 1000 / len(rows):.2f} ms each)"
+    )
     print()
     print("confusion (rows: gold, columns: predicted)")
     print("gold  " + "".join(f"{p:>7}" for p in labels) + "   recall")
@@ -62,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     low = sorted(c for _, c in predictions)
     print()
-    print(f"confidence   min {low[0]:.3f}  p05 {low[len(low) // 20]:.3f}  median {low[len(low) // 2]:.3f}")
+    print(
+        f"confidence   min {low[0]:.3f}  p05 {low[len(low) // 20]:.3f}  median {low[len(low) // 2]:.3f}"
+    )
 
     shown = 0
     for row, g, (p, conf) in zip(rows, gold, predictions, strict=True):

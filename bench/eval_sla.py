@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atum_ai.local.sla_import import read_servicenow_incident_log  # noqa: E402
 from atum_ai.local.sla_model import (  # noqa: E402
-    CATEGORICAL_FIELDS,
     SlaFeatures,
     SlaModel,
     SlaModelConfig,

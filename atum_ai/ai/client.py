@@ -193,8 +193,14 @@ class OpenAICompatClient:
         started = time.perf_counter()
         masker = PiiMasker() if mask_pii else None
         messages: list[Message] = [
-            {"role": "system", "content": masker.mask(prompt.system) if masker else prompt.system},
-            {"role": "user", "content": masker.mask(prompt.user) if masker else prompt.user},
+            {
+                "role": "system",
+                "content": prompt.system if masker is None else masker.mask(prompt.system),
+            },
+            {
+                "role": "user",
+                "content": prompt.user if masker is None else masker.mask(prompt.user),
+            },
         ]
         usage = Usage()
         requests = 0
@@ -207,16 +213,21 @@ class OpenAICompatClient:
             try:
                 content = completion_text(completion)
                 finish = completion.choices[0].finish_reason
-                value: T = parse_output(content, result_model, finish_reason=finish)  # type: ignore[assignment]
+                parsed = parse_output(content, result_model, finish_reason=finish)
+                value: T = parsed  # type: ignore[assignment]
                 if masker is not None:
                     value = _unmask_result(masker, value)
                 run_validator(validate, value)  # type: ignore[arg-type]
             except InvalidOutput as exc:
                 # The reason may quote unmasked values (the validator saw the real result):
                 # mask it with the same session so the re-ask leaks nothing new.
-                reason = masker.mask(exc.reason) if masker else exc.reason
-                log.info("LLM answer %d for %s invalid; %s", answer, job_type,
-                         "re-asking" if answer < MAX_ANSWERS else "giving up")
+                reason = exc.reason if masker is None else masker.mask(exc.reason)
+                log.info(
+                    "LLM answer %d for %s invalid; %s",
+                    answer,
+                    job_type,
+                    "re-asking" if answer < MAX_ANSWERS else "giving up",
+                )
                 messages = messages[:2] + reask_messages(content, reason)
                 continue
             answered_model = getattr(completion, "model", None) or model
@@ -231,11 +242,12 @@ class OpenAICompatClient:
                 prompt_sha256=prompt.sha256,
                 output_format=fmt.value,
                 requests=requests,
-                pii_masked=len(masker) if masker else 0,
+                pii_masked=0 if masker is None else masker.size,
             )
         raise LLMOutputError(
             sanitize_error(
-                f"{job_type}: model output invalid after {MAX_ANSWERS} answers: {reason}", limit=1000
+                f"{job_type}: model output invalid after {MAX_ANSWERS} answers: {reason}",
+                limit=1000,
             ),
             attempts=MAX_ANSWERS,
             usage=usage.as_dict(),
@@ -268,17 +280,22 @@ class OpenAICompatClient:
                 return completion, fmt, made + attempts
             except openai.APIStatusError as exc:
                 made += 1
-                if rejects_response_format(exc) and index + 1 < len(FORMAT_LADDER):
-                    # Remember per client: every later call starts on the rung that works.
-                    self._format_index = max(self._format_index, index + 1)
-                    log.warning(
-                        "LLM server at %s rejected response_format %s; falling back to %s",
-                        self.base_url, fmt.value, FORMAT_LADDER[self._format_index].value,
-                    )
-                    continue
-                raise translate_error(exc, made) from None
+                fallback = rejects_response_format(exc) and index + 1 < len(FORMAT_LADDER)
+                failure = None if fallback else translate_error(exc, made)
             except openai.OpenAIError as exc:
-                raise translate_error(exc, made + 1) from None
+                failure = translate_error(exc, made + 1)
+            if failure is not None:
+                # Raised outside the except block so the SDK exception (whose text may echo
+                # request details) is not even attached as __context__.
+                raise failure
+            # Remember per client: every later call starts on the rung that works.
+            self._format_index = max(self._format_index, index + 1)
+            log.warning(
+                "LLM server at %s rejected response_format %s; falling back to %s",
+                self.base_url,
+                fmt.value,
+                FORMAT_LADDER[self._format_index].value,
+            )
 
 
 def _unmask_result(masker: PiiMasker, value: T) -> T:

@@ -33,11 +33,18 @@ _TOKEN_RE = re.compile(rf"\[(?P<kind>{'|'.join(KINDS)})_(?P<n>\d{{1,6}})\]", re.
 
 # --- detectors ---------------------------------------------------------------------------
 # \w is Unicode-aware, so "jürgen@müller.de" and IDN domains are found too.
-_EMAIL_RE = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}(?![\w-])")
+# The local part takes every character RFC 5322 allows unquoted; the TLD is letters or an
+# IDN "xn--" label.
+_EMAIL_RE = re.compile(
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+"
+    r"@[\w-]+(?:\.[\w-]+)*\.(?:[^\W\d_]{2,}|[Xx][Nn]--[\w-]+)(?![\w-])"
+)
 
 # A country code, two check digits, then 11-30 alphanumerics, optionally grouped by spaces.
 # Longer than the real IBAN when followed by e.g. " BIC": the callback shrinks the candidate.
-_IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \u00a0]?[A-Za-z0-9]){11,32}(?![A-Za-z0-9])")
+_IBAN_RE = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \u00a0]?[A-Za-z0-9]){11,32}(?![A-Za-z0-9])"
+)
 
 # 13-19 digits, optionally grouped by single spaces or dashes.
 _CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])")
@@ -124,7 +131,7 @@ class PiiMasker:
     Not thread-safe (one per call, by design). ``repr`` shows only counts.
     """
 
-    __slots__ = ("_by_value", "_by_token", "_counters")
+    __slots__ = ("_by_token", "_by_value", "_counters")
 
     def __init__(self) -> None:
         self._by_value: dict[tuple[str, str], str] = {}
@@ -139,7 +146,10 @@ class PiiMasker:
     def __reduce__(self) -> Any:  # pragma: no cover - a guard, not a feature
         raise TypeError("PiiMasker holds personal data and must not be pickled")
 
-    def __len__(self) -> int:
+    # Deliberately no __len__: an empty masker must still be truthy (`if masker:` checks).
+    @property
+    def size(self) -> int:
+        """How many distinct values this session has masked."""
         return len(self._by_token)
 
     @property
@@ -160,7 +170,9 @@ class PiiMasker:
             self._by_token[token] = value
         return token
 
-    def _sub(self, pattern: re.Pattern[str], kind: str, accept: Callable[[str], bool], text: str) -> str:
+    def _sub(
+        self, pattern: re.Pattern[str], kind: str, accept: Callable[[str], bool], text: str
+    ) -> str:
         def repl(m: re.Match[str]) -> str:
             value = m.group(0)
             return self._token_for(kind, value) if accept(value) else value
@@ -186,8 +198,9 @@ class PiiMasker:
         text = self._sub(_EMAIL_RE, "EMAIL", lambda v: True, text)
         text = _IBAN_RE.sub(self._mask_iban_candidate, text)
         text = self._sub(_CARD_RE, "CARD", lambda v: luhn_valid(re.sub(r"\D", "", v)), text)
-        text = self._sub(_IPV4_RE, "IP", lambda v: True, text)
+        # IPv6 first: an IPv4-mapped address (::ffff:192.0.2.1) ends in an IPv4 address.
         text = self._sub(_IPV6_RE, "IP", _looks_like_ipv6, text)
+        text = self._sub(_IPV4_RE, "IP", lambda v: True, text)
         text = _PHONE_RE.sub(self._mask_phone_candidate, text)
         return text
 
@@ -208,7 +221,9 @@ class PiiMasker:
         """Try the longest space-delimited prefix first, so "DE89 ... 00 BIC" masks the IBAN
         and keeps " BIC"."""
         candidate = m.group(0)
-        cuts = [len(candidate)] + [i for i in range(len(candidate) - 1, 3, -1) if candidate[i] in " \u00a0"]
+        cuts = [len(candidate)] + [
+            i for i in range(len(candidate) - 1, 3, -1) if candidate[i] in " \u00a0"
+        ]
         for cut in cuts:
             head = candidate[:cut]
             if iban_valid(head):
@@ -281,6 +296,5 @@ def _looks_like_phone(value: str) -> bool:
         return False
     # Dotted runs are phones in some countries (06.12.34.56.78) but usually versions or
     # build numbers (10.0.19045.2965): accept them only when no group is a single digit.
-    if not international and "." in value and any(len(g) < 2 for g in re.split(r"[^\d]+", value) if g):
-        return False
-    return True
+    dotted = not international and "." in value
+    return not (dotted and any(len(g) < 2 for g in re.split(r"\D+", value) if g))

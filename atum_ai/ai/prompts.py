@@ -155,7 +155,9 @@ class PromptRenderer:
         try:
             template = self._env.get_template(path.relative_to(self.directory).as_posix())
         except jinja2.TemplateSyntaxError as exc:
-            raise ConfigError(f"prompt {name!r}: syntax error line {exc.lineno}: {exc.message}") from exc
+            raise ConfigError(
+                f"prompt {name!r}: syntax error line {exc.lineno}: {exc.message}"
+            ) from exc
         missing = [b for b in REQUIRED_BLOCKS if b not in template.blocks]
         if missing:
             raise ConfigError(f"prompt {name!r} lacks block(s): {', '.join(missing)}")
@@ -194,4 +196,6 @@ class PromptRenderer:
             raise ConfigError(f"prompt {job_type!r}: {exc.message}") from exc
         except jinja2.exceptions.SecurityError as exc:
             raise ConfigError(f"prompt {job_type!r}: sandbox refused: {exc}") from exc
-        return RenderedPrompt(name=job_type, sha256=digest, system=parts["system"], user=parts["user"])
+        return RenderedPrompt(
+            name=job_type, sha256=digest, system=parts["system"], user=parts["user"]
+        )

@@ -117,12 +117,16 @@ def translate_error(exc: BaseException, attempts: int) -> Exception:
     if isinstance(exc, openai.APITimeoutError):
         return LLMRetryableError(f"LLM request timed out {tries}")
     if isinstance(exc, openai.APIConnectionError):
-        return LLMRetryableError(f"LLM endpoint unreachable {tries}: {sanitize_error(exc.message, 200)}")
+        return LLMRetryableError(
+            f"LLM endpoint unreachable {tries}: {sanitize_error(exc.message, 200)}"
+        )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = server_message(exc)
         if status in RETRYABLE_STATUS or status >= 500:
-            return LLMRetryableError(f"LLM endpoint returned HTTP {status} {tries}: {detail}", status_code=status)
+            return LLMRetryableError(
+                f"LLM endpoint returned HTTP {status} {tries}: {detail}", status_code=status
+            )
         return PermanentError(f"LLM endpoint refused the request (HTTP {status}): {detail}")
     if isinstance(exc, openai.OpenAIError):
         return PermanentError(f"LLM client error: {sanitize_error(exc, MESSAGE_LIMIT)}")
@@ -160,7 +164,10 @@ class InCallRetry:
         exc = state.outcome.exception() if state.outcome else None
         status = getattr(exc, "status_code", None) or type(exc).__name__
         log.warning(
-            "LLM request failed (%s); retry %d in %.2fs", status, state.attempt_number, state.upcoming_sleep
+            "LLM request failed (%s); retry %d in %.2fs",
+            status,
+            state.attempt_number,
+            state.upcoming_sleep,
         )
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> tuple[T, int]:
@@ -177,13 +184,16 @@ class InCallRetry:
             reraise=True,
         )
         attempts = 0
+        failure: Exception | None = None
         try:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
                     result = await call()
         except Exception as exc:
-            if is_transient(exc):
-                raise translate_error(exc, attempts) from None
-            raise
+            if not is_transient(exc):
+                raise
+            failure = translate_error(exc, attempts)
+        if failure is not None:
+            raise failure  # outside the except block: no SDK exception as __context__
         return result, attempts

@@ -128,7 +128,9 @@ def schema_instruction(model: type[BaseModel]) -> str:
     )
 
 
-def with_format(messages: list[Message], fmt: OutputFormat, model: type[BaseModel]) -> list[Message]:
+def with_format(
+    messages: list[Message], fmt: OutputFormat, model: type[BaseModel]
+) -> list[Message]:
     """The messages to send for ``fmt``: the schema joins the system message below the
     json_schema rung, because the server no longer enforces it."""
     if fmt is OutputFormat.JSON_SCHEMA:
@@ -147,7 +149,9 @@ def rejects_response_format(exc: BaseException) -> bool:
     if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422):
         return False
     text = f"{exc.message} {exc.body}".lower()
-    return any(k in text for k in ("response_format", "json_schema", "json_object", "structured output"))
+    return any(
+        k in text for k in ("response_format", "json_schema", "json_object", "structured output")
+    )
 
 
 # --- the answer side -----------------------------------------------------------------------
@@ -195,14 +199,18 @@ def completion_text(completion: Any) -> str:
     return content
 
 
-def parse_output(content: str, model: type[BaseModel], *, finish_reason: str | None = None) -> BaseModel:
+def parse_output(
+    content: str, model: type[BaseModel], *, finish_reason: str | None = None
+) -> BaseModel:
     """Validate an answer into ``model``; InvalidOutput says why not, in words for the model."""
     try:
         return model.model_validate_json(extract_json_text(content))
     except pydantic.ValidationError as exc:
         reason = describe_validation_error(exc)
         if finish_reason == "length":
-            reason = "the answer was cut off (token limit); reply with a shorter JSON object\n" + reason
+            reason = (
+                "the answer was cut off (token limit); reply with a shorter JSON object\n" + reason
+            )
         raise InvalidOutput(reason) from exc
 
 
@@ -220,16 +228,20 @@ def run_validator(validate: Validator | None, value: BaseModel) -> None:
 
 
 def reask_messages(bad_output: str, reason: str) -> list[Message]:
-    """The follow-up turn: the bad answer as the assistant's, then the validation error."""
-    quoted = bad_output if len(bad_output) <= MAX_QUOTED_OUTPUT else bad_output[:MAX_QUOTED_OUTPUT] + "…"
-    return [
-        {"role": "assistant", "content": quoted},
-        {
-            "role": "user",
-            "content": (
-                "Your previous answer was not valid:\n"
-                f"{reason}\n\n"
-                "Reply again with only the corrected JSON object, following the schema exactly."
-            ),
-        },
-    ]
+    """The follow-up turn: the bad answer as the assistant's, then the validation error.
+
+    An empty answer (or a refusal) has nothing to quote, and some servers refuse an empty
+    assistant message, so then only the correction request is sent."""
+    correction: Message = {
+        "role": "user",
+        "content": (
+            "Your previous answer was not valid:\n"
+            f"{reason}\n\n"
+            "Reply again with only the corrected JSON object, following the schema exactly."
+        ),
+    }
+    if not bad_output.strip():
+        return [correction]
+    if len(bad_output) > MAX_QUOTED_OUTPUT:
+        bad_output = bad_output[:MAX_QUOTED_OUTPUT] + "…"
+    return [{"role": "assistant", "content": bad_output}, correction]

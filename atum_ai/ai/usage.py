@@ -59,6 +59,6 @@ def cost_usd(usage: Usage, prices: Mapping[str, tuple[float, float]], *models: s
     for model in models:
         if model and model in prices:
             price_in, price_out = prices[model]
-            cost = (usage.prompt_tokens * price_in + usage.completion_tokens * price_out)
+            cost = usage.prompt_tokens * price_in + usage.completion_tokens * price_out
             return round(cost / TOKENS_PER_PRICE_UNIT, 8)
     return 0.0

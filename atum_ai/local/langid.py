@@ -36,6 +36,7 @@ _lock = threading.Lock()
 _LETTER_RE = re.compile(r"[^\W\d_]")
 # Dataset-style placeholders (<name>, <tel_num>) and URLs/e-mails carry no language signal but
 # plenty of English-looking n-grams; they are removed before scoring.
+_QUOTED_LINE_RE = re.compile(r"(?m)^[ \t]*>.*$")
 _NOISE_RE = re.compile(r"<[A-Za-z_]{1,30}>|\bhttps?://\S+|\S+@\S+")
 
 
@@ -51,7 +52,9 @@ def _identifier(languages: frozenset[str]) -> LanguageIdentifier:
     return ident
 
 
-def _posterior(text: str, candidates: frozenset[str], prior: Mapping[str, float]) -> dict[str, float]:
+def _posterior(
+    text: str, candidates: frozenset[str], prior: Mapping[str, float]
+) -> dict[str, float]:
     """Normalised probabilities over ``candidates``, best first.
 
     Two adjustments on top of langid's own scores, both for cases its bag of n-grams gets
@@ -78,7 +81,13 @@ def _posterior(text: str, candidates: frozenset[str], prior: Mapping[str, float]
 
 
 def _clean(text: str) -> str:
-    return _NOISE_RE.sub(" ", text[:MAX_CHARS])
+    """Drop what carries no signal about the customer's language: e-mail-quoted lines
+    ("> ..." history of the thread, often in the agent's language), placeholders, URLs."""
+    text = text[:MAX_CHARS]
+    unquoted = _QUOTED_LINE_RE.sub("", text)
+    if _LETTER_RE.search(unquoted):  # a message that is *only* a quote keeps it
+        text = unquoted
+    return _NOISE_RE.sub(" ", text)
 
 
 def detect_language(

@@ -199,7 +199,9 @@ HIGH_RISK_FROM = 0.60
 
 
 def risk_band(probability: float) -> RiskBand:
-    """>>> [risk_band(p).value for p in (0.1, 0.3, 0.59, 0.6)]
+    """The band of a breach probability (thresholds above).
+
+    >>> [risk_band(p).value for p in (0.1, 0.3, 0.59, 0.6)]
     ['LOW', 'MEDIUM', 'MEDIUM', 'HIGH']
     """
     if probability >= HIGH_RISK_FROM:
@@ -693,8 +695,12 @@ class SlaModel:
         if self.is_cold_start:
             reasons.append(f"cold start: {self.cold_start_reason}; per-priority base rate")
 
-        fr_minutes, fr_how = self._estimate(self._first_response, features, age_hours, target.first_response_minutes)
-        res_minutes, res_how = self._estimate(self._resolution, features, age_hours, target.resolution_minutes)
+        fr_minutes, fr_how = self._estimate(
+            self._first_response, features, age_hours, target.first_response_minutes
+        )
+        res_minutes, res_how = self._estimate(
+            self._resolution, features, age_hours, target.resolution_minutes
+        )
         if self.is_cold_start and (fr_how == "policy target" or res_how == "policy target"):
             reasons.append("times from the SLA policy targets")
 
@@ -727,7 +733,9 @@ class SlaModel:
         )
 
     @staticmethod
-    def _estimate(stats: _TimeStats, features: SlaFeatures, age_hours: float, target_minutes: int) -> tuple[int, str]:
+    def _estimate(
+        stats: _TimeStats, features: SlaFeatures, age_hours: float, target_minutes: int
+    ) -> tuple[int, str]:
         grid, how = stats.grid_for(features)
         if grid is None:
             return max(int(target_minutes), int(round(age_hours * 60))), how
@@ -749,7 +757,10 @@ class SlaModel:
             "version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "policy": {
-                p: {"first_response_minutes": t.first_response_minutes, "resolution_minutes": t.resolution_minutes}
+                p: {
+                    "first_response_minutes": t.first_response_minutes,
+                    "resolution_minutes": t.resolution_minutes,
+                }
                 for p, t in self.policy.items()
             },
             "metadata": self.metadata,

@@ -359,7 +359,6 @@ def _train_field(
     if reason:
         return _FieldClassifier(classes=(majority,), fallback_label=majority), reason
 
-    classes = tuple(sorted(counts))
     y_arr = np.asarray(y, dtype=object)
     est = _new_estimator(config, field_name)
     est.fit(X, y_arr)
@@ -409,7 +408,11 @@ class TriageModel:
         trained_at: datetime | None = None,
     ) -> TriageModel:
         """Train on ``examples``. ``fields`` defaults to every label key present (queue, type,
-        priority first). Never raises for thin data: such fields degrade (see module doc)."""
+        priority first). Thin data never raises: such fields degrade (see module doc); only
+        zero examples or no labelled field at all is a ``ValueError``.
+
+        ``trained_at`` is recorded as given (the caller's clock); nothing here reads the time.
+        """
         config = config or TriageConfig()
         examples = list(examples)
         if not examples:

@@ -130,61 +130,65 @@ expand AS (
              LIMIT %(max_expansions)s
           ) AS v
 ),
--- One OR tsquery per configuration over the expanded lexemes.
+-- Per configuration: the expanded lexemes and an OR tsquery over them.
 tsq AS (
     SELECT cfg,
+           array_agg(DISTINCT dlex) AS lexemes,
            string_agg(DISTINCT '''' || replace(replace(dlex, '\', '\\'), '''', '''''') || '''',
                       ' | ')::tsquery AS q
       FROM expand
      GROUP BY cfg
 ),
 cand AS (
-    SELECT a.article_id, a.ts_config, a.doc_length, a.boost, a.search_vector
+    SELECT a.article_id, a.ts_config AS cfg, a.doc_length, a.boost, a.search_vector, tsq.lexemes
       FROM tsq
       JOIN kb_articles a ON a.ts_config = tsq.cfg AND a.search_vector @@ tsq.q
      WHERE a.organization_id = %(organization_id)s
        AND (%(language)s::text IS NULL OR a.language = %(language)s::text)
 ),
--- Title/body term frequency of each query lexeme in each candidate (title counts title_weight).
-term AS (
-    SELECT c.article_id, e.cfg, e.qlex,
-           sum(e.w * (%(title_weight)s * coalesce(cardinality(array_positions(u.weights, 'A')), 0)
-                      + cardinality(u.weights)
-                      - coalesce(cardinality(array_positions(u.weights, 'A')), 0))) AS tf
+-- Matched lexemes of each candidate, per field. Rather than unnesting whole vectors (slow), keep
+-- one field's positions (ts_filter on A = title, B = body), re-mark the matched lexemes as D
+-- and keep only those: what is left is tiny and cheap to unnest. MATERIALIZED: computed once
+-- per candidate, not once per expanded lexeme.
+cand_hit AS MATERIALIZED (
+    SELECT c.article_id, c.cfg, c.doc_length, c.boost, u.lexeme COLLATE "C" AS lexeme,
+           f.field_weight * cardinality(u.positions) AS wtf
       FROM cand c
-     CROSS JOIN LATERAL unnest(c.search_vector) AS u
-      JOIN expand e ON e.cfg = c.ts_config AND e.dlex = u.lexeme COLLATE "C"
-     GROUP BY c.article_id, e.cfg, e.qlex
+     CROSS JOIN (VALUES ('A'::"char", %(title_weight)s::float8), ('B'::"char", 1.0::float8))
+                AS f(field, field_weight)
+     CROSS JOIN LATERAL unnest(
+            ts_filter(setweight(ts_filter(c.search_vector, ARRAY[f.field]), 'D', c.lexemes),
+                      '{D}')) AS u
 ),
--- Every article holding a query lexeme is a candidate, so df counted here is exact.
-idf AS (
-    SELECT t.cfg, t.qlex,
-           ln(1 + (greatest(corpus.doc_count, count(*)) - count(*) + 0.5)
-                  / (count(*) + 0.5))::float8 AS idf
-      FROM term t, corpus
-     GROUP BY t.cfg, t.qlex, corpus.doc_count
+-- Title-weighted term frequency of each query lexeme in each candidate, and its document
+-- frequency: every article holding a query lexeme is a candidate, so counting here is exact.
+term AS (
+    SELECT t.*, count(*) OVER (PARTITION BY t.cfg, t.qlex) AS df
+      FROM (SELECT h.article_id, h.doc_length, h.boost, e.cfg, e.qlex, sum(e.w * h.wtf) AS tf
+              FROM cand_hit h
+              JOIN expand e ON e.cfg = h.cfg AND e.dlex = h.lexeme
+             GROUP BY h.article_id, h.doc_length, h.boost, e.cfg, e.qlex) AS t
 ),
 scored AS (
-    SELECT c.article_id, c.ts_config, c.boost,
-           sum(i.idf * t.tf * (%(k1)s + 1)
-               / (t.tf + %(k1)s * (1 - %(b)s + %(b)s * c.doc_length / corpus.avgdl))) AS bm25
+    SELECT t.article_id, t.cfg, t.boost,
+           sum(ln(1 + (greatest(corpus.doc_count, t.df) - t.df + 0.5) / (t.df + 0.5))::float8
+               * t.tf * (%(k1)s + 1)
+               / (t.tf + %(k1)s * (1 - %(b)s + %(b)s * t.doc_length / corpus.avgdl))) AS bm25
       FROM term t
-      JOIN idf i USING (cfg, qlex)
-      JOIN cand c USING (article_id)
      CROSS JOIN corpus
-     GROUP BY c.article_id, c.ts_config, c.boost
+     GROUP BY t.article_id, t.cfg, t.boost
 ),
 top AS (
-    SELECT article_id, ts_config, bm25 * (1 + %(boost_weight)s * tanh(boost)) AS score
+    SELECT article_id, cfg, bm25 * (1 + %(boost_weight)s * tanh(boost)) AS score
       FROM scored
      ORDER BY score DESC, article_id
      LIMIT %(k)s
 )
 SELECT top.article_id, a.title, a.url, a.language, top.score::float8 AS score,
-       ts_headline(top.ts_config, left(a.body, %(headline_max_chars)s), tsq.q,
+       ts_headline(top.cfg, left(a.body, %(headline_max_chars)s), tsq.q,
                    %(headline_options)s) AS snippet
   FROM top
   JOIN kb_articles a
     ON a.organization_id = %(organization_id)s AND a.article_id = top.article_id
-  JOIN tsq ON tsq.cfg = top.ts_config
+  JOIN tsq ON tsq.cfg = top.cfg
  ORDER BY top.score DESC, top.article_id;

@@ -1,0 +1,67 @@
+"""``atum-ai worker``: the long-running service (see deploy/ for the systemd unit)."""
+
+from __future__ import annotations
+
+import argparse
+
+from atum_ai.cli.runner import CommandEnv
+from atum_ai.errors import ConfigError
+from atum_ai.runtime import build_context_builder, open_pool
+from atum_ai.worker.service import Worker, WorkerConfig, required_pool_size
+
+
+def worker_config(env: CommandEnv, args: argparse.Namespace) -> WorkerConfig:
+    s = env.settings
+    from datetime import timedelta
+
+    return WorkerConfig(
+        concurrency=args.concurrency or s.concurrency,
+        job_types=[t.strip() for t in args.types.split(",") if t.strip()] if args.types else None,
+        lease_seconds=args.lease or s.lease_seconds,
+        grace_seconds=s.grace_seconds if args.grace is None else args.grace,
+        poll_interval=s.poll_interval_seconds,
+        default_timeout=s.job_timeout_seconds,
+        job_timeouts=dict(s.job_timeouts),
+        burst=args.burst,
+        retention=timedelta(days=s.retention_days) if s.retention_days > 0 else None,
+        metrics_port=args.metrics_port,
+    )
+
+
+async def cmd_worker(env: CommandEnv, args: argparse.Namespace) -> int:
+    config = worker_config(env, args)
+    needed = required_pool_size(config.concurrency)
+    pool_size = args.pool_size or env.settings.pool_size or needed
+    if pool_size < needed:
+        raise ConfigError(
+            f"connection pool too small: pool size {pool_size} but concurrency "
+            f"{config.concurrency} needs at least {needed} (one per running job + 4 for "
+            "claiming, completing, heartbeat and maintenance; LISTEN uses its own connection)"
+        )
+    registry = env.registry()
+    store = env.store(registry)
+    from atum_ai.pipeline.schedules import default_schedules
+
+    schedules = [] if args.no_schedules else default_schedules(env.settings)
+    async with open_pool(env.url, max_size=pool_size, min_size=min(4, pool_size)) as pool:
+        builder = build_context_builder(env.settings, pool, env.clock)
+        worker = Worker(pool=pool, conninfo=env.url, store=store, registry=registry,
+                        context_factory=builder, config=config, schedules=schedules)
+        try:
+            return await worker.run()
+        finally:
+            if builder.llm is not None:
+                await builder.llm.aclose()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run jobs until stopped (SIGTERM/SIGINT drain gracefully)")
+    p.add_argument("--concurrency", type=int, help="jobs at once (ATUM_CONCURRENCY, default 16)")
+    p.add_argument("--types", help="comma-separated job types to run (default: all)")
+    p.add_argument("--burst", action="store_true", help="exit 0 when nothing is runnable")
+    p.add_argument("--lease", type=float, help="lease seconds (ATUM_LEASE_SECONDS, default 30)")
+    p.add_argument("--grace", type=float, help="shutdown grace seconds (default 20)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--pool-size", type=int, help="connection pool size (default: concurrency + 4)")
+    p.add_argument("--no-schedules", action="store_true", help="do not run periodic jobs here")
+    p.set_defaults(func=cmd_worker, needs_db=True, needs_schema=True)

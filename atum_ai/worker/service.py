@@ -1,0 +1,548 @@
+"""The worker: a long-running asyncio process that claims, runs and finalises jobs.
+
+Life of a job here::
+
+    claim (batch, one query, SKIP LOCKED, fair)  ->  validate payload  ->  handler.handle()
+      -> completion queue -> flusher: ONE transaction per batch: fenced DONE + result +
+         handler.persist() + follow-ups + SUCCEEDED events
+      -> or fail(): FAILED with backoff / DEAD (permanent, exhausted, cancelled)
+
+Background tasks: the LISTEN connection (wake-ups), the heartbeat (renews the lease of every
+held job every lease/3 and learns about cancellations and lost leases), maintenance (rescue
+expired leases, purge by retention) and the periodic scheduler. SIGTERM/SIGINT stop claiming,
+let running jobs finish within the grace period, then release the rest back to PENDING
+without counting an attempt; a second signal releases at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from atum_ai.errors import ConfigError, PermanentError, RetryableError, UnknownJobTypeError
+from atum_ai.handlers.base import Handler, HandlerContext, HandlerResult, follow_up_jobs
+from atum_ai.handlers.registry import Registry, describe_validation_error
+from atum_ai.logs import ContextAdapter
+from atum_ai.queue.models import Completion, Job, JobStatus
+from atum_ai.queue.store import JobStore
+from atum_ai.redact import sanitize_error
+from atum_ai.worker import systemd
+from atum_ai.worker.listener import Listener
+from atum_ai.worker.metrics import WorkerMetrics
+from atum_ai.worker.scheduler import Schedule, fire_due
+
+log = logging.getLogger("atum_ai.worker")
+
+ContextFactory = Callable[[Job, Handler[Any, Any]], HandlerContext]
+
+# Connections the worker itself holds besides one per running job: the claim loop, the
+# completion flusher, the heartbeat and maintenance/scheduler. The LISTEN connection is
+# separate from the pool.
+RESERVED_CONNECTIONS = 4
+
+
+def required_pool_size(concurrency: int) -> int:
+    return concurrency + RESERVED_CONNECTIONS
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 16
+    job_types: Sequence[str] | None = None
+    lease_seconds: float = 30.0
+    grace_seconds: float = 20.0
+    poll_interval: float = 2.0
+    default_timeout: float = 300.0
+    job_timeouts: dict[str, float] = field(default_factory=dict)
+    burst: bool = False
+    maintenance_interval: float = 5.0
+    retention: timedelta | None = timedelta(days=14)
+    purge_interval: float = 3600.0
+    metrics_port: int | None = None
+    sample_queue_depth: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if self.lease_seconds < 1:
+            raise ConfigError("lease must be at least 1 second")
+        if self.grace_seconds < 0:
+            raise ConfigError("grace must not be negative")
+
+
+@dataclass
+class _Running:
+    job: Job
+    task: asyncio.Task[None]
+    started: float
+    cancel_reason: str | None = None  # "cancelled" | "lost" | "shutdown"
+
+
+@dataclass
+class _Finished:
+    job: Job
+    handler: Handler[Any, Any]
+    outcome: HandlerResult[Any]
+    duration: float
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        conninfo: str,
+        store: JobStore,
+        registry: Registry,
+        context_factory: ContextFactory,
+        config: WorkerConfig,
+        schedules: Sequence[Schedule] = (),
+        worker_id: uuid.UUID | None = None,
+    ) -> None:
+        needed = required_pool_size(config.concurrency)
+        if pool.max_size < needed:
+            raise ConfigError(
+                f"connection pool too small: max_size={pool.max_size} but concurrency "
+                f"{config.concurrency} needs at least {needed} (one per job + "
+                f"{RESERVED_CONNECTIONS} for claiming, completing, heartbeat and maintenance; "
+                f"the LISTEN connection is separate). Raise ATUM_POOL_SIZE or lower --concurrency."
+            )
+        self.pool = pool
+        self.conninfo = conninfo
+        self.store = store
+        self.registry = registry
+        self.context_factory = context_factory
+        self.config = config
+        self.schedules = list(schedules)
+        self.worker_id = worker_id or uuid.uuid4()
+        self.metrics = WorkerMetrics()
+        self.metrics.slots.set(config.concurrency)
+
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._finishing: dict[uuid.UUID, _Finished] = {}  # done, waiting for the flusher
+        self._finished_queue: asyncio.Queue[_Finished] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._release_now = asyncio.Event()
+        self._signals = 0
+        self.processed = 0
+        self._log = ContextAdapter(log, {"worker_id": str(self.worker_id)})
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self, *, immediate: bool = False) -> None:
+        self._signals += 1
+        if immediate or self._signals > 1:
+            self._release_now.set()
+        self._stopping.set()
+        self._wake.set()
+        self._slot_free.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._log.info("signal received; stopping", extra={"signal": sig.name,
+                                                           "running": len(self._running)})
+        systemd.stopping()
+        self.request_stop()
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        """Run until stopped (or, with ``burst``, until nothing is runnable). Returns 0."""
+        if install_signals:
+            self._install_signal_handlers()
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port)
+        listener = Listener(self.conninfo, self._on_notify, job_types=self.config.job_types,
+                            on_connected=self._wake.set)
+        background = [
+            asyncio.create_task(listener.run(), name="listener"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._maintenance_loop(), name="maintenance"),
+            asyncio.create_task(self._flush_loop(), name="flusher"),
+        ]
+        if self.schedules:
+            background.append(asyncio.create_task(self._scheduler_loop(), name="scheduler"))
+        if systemd.watchdog_interval():
+            background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+        self._log.info("worker started", extra={
+            "concurrency": self.config.concurrency, "lease": self.config.lease_seconds,
+            "types": ",".join(self.config.job_types or []) or "all"})
+        systemd.ready()
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for t in background:
+                t.cancel()
+            for t in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        self._log.info("worker stopped", extra={"processed": self.processed})
+        return 0
+
+    # ------------------------------------------------------------------ claiming
+    def _on_notify(self, _payload: str) -> None:
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wake.clear()
+            try:
+                async with self.pool.connection() as conn:
+                    jobs = await self.store.claim(
+                        conn, self.worker_id, free, lease_seconds=self.config.lease_seconds,
+                        job_types=self.config.job_types)
+                    if not jobs and self.config.burst and not self._running and not self._finishing:
+                        if not await self.store.runnable_exists(conn, self.config.job_types):
+                            return
+                self.metrics.last_poll.set(time.time())
+                if failures:
+                    self._log.info("database reachable again", extra={"failed_polls": failures})
+                failures = 0
+            except (psycopg.OperationalError, psycopg.errors.AdminShutdown, OSError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 15.0) * random.uniform(0.8, 1.2)
+                if failures == 1 or failures % 10 == 0:
+                    self._log.warning("claim failed; retrying with backoff", extra={
+                        "error": sanitize_error(exc, 300), "failures": failures,
+                        "retry_in": round(delay, 2)})
+                await self._sleep_unless_stopping(delay)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < free:
+                # Nothing more to take now: wait for a notification, a freed slot, or a poll.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.poll_interval):
+                        if self.config.burst and (self._running or self._finishing):
+                            self._slot_free.clear()
+                            await self._slot_free.wait()
+                        else:
+                            await self._wake.wait()
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+        self._running[job.id] = _Running(job, task, time.monotonic())
+        self.metrics.busy_slots.set(len(self._running))
+
+    # ------------------------------------------------------------------ running one job
+    def _timeout_for(self, job: Job, handler: Handler[Any, Any] | None) -> float:
+        if job.timeout_seconds:
+            return float(job.timeout_seconds)
+        if job.job_type in self.config.job_timeouts:
+            return self.config.job_timeouts[job.job_type]
+        if handler is not None and handler.timeout_seconds:
+            return float(handler.timeout_seconds)
+        return self.config.default_timeout
+
+    async def _run_job(self, job: Job) -> None:
+        started = time.monotonic()
+        handler = self.registry.get(job.job_type)
+        try:
+            if handler is None:
+                raise UnknownJobTypeError(f"no handler registered for job type {job.job_type!r}")
+            try:
+                payload = handler.Payload.model_validate(job.payload)
+            except Exception as exc:
+                if hasattr(exc, "errors"):
+                    field_, msg = describe_validation_error(exc)  # type: ignore[arg-type]
+                    raise PermanentError(f"invalid payload: {field_}: {msg}") from None
+                raise PermanentError(f"invalid payload: {exc}") from None
+            ctx = self.context_factory(job, handler)
+            timeout = self._timeout_for(job, handler)
+            try:
+                async with asyncio.timeout(timeout):
+                    outcome = await handler.handle(payload, ctx)
+            except TimeoutError:
+                raise RetryableError(f"timed out after {timeout:g}s") from None
+            if not isinstance(outcome, HandlerResult) or not isinstance(outcome.result, handler.Result):
+                raise PermanentError(
+                    f"handler for {job.job_type} returned {type(outcome).__name__}, "
+                    f"not HandlerResult[{handler.Result.__name__}]")
+        except asyncio.CancelledError:
+            entry = self._running.get(job.id)
+            reason = entry.cancel_reason if entry else None
+            if reason == "cancelled":
+                await self._fail(job, handler, "cancelled while running", started, cancelled=True)
+            elif reason == "timeout":
+                await self._fail(job, handler, "timed out", started)
+            # "shutdown": released by _drain; "lost": another worker owns it now.
+            self._forget(job.id)
+            if reason is None:
+                raise
+            return
+        except PermanentError as exc:
+            await self._fail(job, handler, exc, started, permanent=True)
+        except RetryableError as exc:
+            await self._fail(job, handler, exc, started)
+        except Exception as exc:  # an unexpected bug: retry with backoff, it may be transient
+            await self._fail(job, handler, f"{type(exc).__name__}: {exc}", started)
+        else:
+            assert handler is not None
+            fin = _Finished(job, handler, outcome, time.monotonic() - started)
+            self._finishing[job.id] = fin
+            self._finished_queue.put_nowait(fin)
+        self._forget(job.id)
+
+    def _forget(self, job_id: uuid.UUID) -> None:
+        if self._running.pop(job_id, None) is not None:
+            self.metrics.busy_slots.set(len(self._running))
+            self._slot_free.set()
+
+    async def _fail(
+        self,
+        job: Job,
+        handler: Handler[Any, Any] | None,
+        error: object,
+        started: float,
+        *,
+        permanent: bool = False,
+        cancelled: bool = False,
+    ) -> None:
+        message = sanitize_error(error)
+        policy = handler.retry_policy if handler is not None else None
+        duration = time.monotonic() - started
+        for attempt in range(8):
+            try:
+                async with self.pool.connection() as conn:
+                    out = await self.store.fail(
+                        conn, self.worker_id, job, message, permanent=permanent,
+                        cancelled=cancelled, retry_policy=policy,
+                        data={"duration_ms": round(duration * 1000, 1)})
+                break
+            except (psycopg.OperationalError, OSError):
+                await asyncio.sleep(min(0.5 * 2**attempt, 10))
+            except Exception as exc:  # LostClaimError: someone else owns the job now
+                self._log.warning("could not record failure", extra={
+                    "job_id": str(job.id), "error": sanitize_error(exc, 300)})
+                self.metrics.lost_claims.inc()
+                return
+        else:
+            return  # the lease will expire and recovery will count the attempt
+        outcome = "cancelled" if cancelled else ("dead" if out.status == JobStatus.DEAD else "retry")
+        self._record(job, outcome, duration, error=message)
+
+    def _record(self, job: Job, outcome: str, duration: float, error: str | None = None) -> None:
+        self.processed += 1
+        self.metrics.jobs.labels(job.job_type, outcome).inc()
+        self.metrics.duration.labels(job.job_type).observe(duration)
+        extra = {"job_id": str(job.id), "job_type": job.job_type,
+                 "organization_id": str(job.organization_id), "attempt": job.attempt,
+                 "duration_ms": round(duration * 1000, 1), "outcome": outcome}
+        if error:
+            extra["error"] = error[:300]
+        self._log.log(logging.INFO if outcome == "done" else logging.WARNING, "job finished",
+                      extra=extra)
+
+    # ------------------------------------------------------------------ completing
+    async def _flush_loop(self) -> None:
+        while True:
+            first = await self._finished_queue.get()
+            batch = [first]
+            while not self._finished_queue.empty() and len(batch) < 500:
+                batch.append(self._finished_queue.get_nowait())
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Finished]) -> None:
+        """Complete a batch in one transaction; on a handler's persist error, fall back to one
+        transaction per job so one bad job cannot block the others."""
+        attempt = 0
+        while True:
+            try:
+                done = await self._complete(batch)
+                break
+            except (psycopg.OperationalError, OSError) as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 10 == 0:
+                    self._log.warning("completion failed; retrying", extra={
+                        "error": sanitize_error(exc, 300), "jobs": len(batch)})
+                await asyncio.sleep(min(0.25 * 2**attempt, 10))
+            except Exception:
+                if len(batch) == 1:
+                    fin = batch[0]
+                    await self._fail(fin.job, fin.handler, "could not store the result", 0)
+                    self._finishing.pop(fin.job.id, None)
+                    return
+                for fin in batch:
+                    await self._flush([fin])
+                return
+        self._slot_free.set()  # burst mode waits on this for follow-ups to be claimable
+        for fin in batch:
+            self._finishing.pop(fin.job.id, None)
+            if fin.job.id in done:
+                self._record(fin.job, "done", fin.duration)
+            else:
+                self.metrics.lost_claims.inc()
+                self._log.warning("completion fenced out: lease lost, result discarded",
+                                  extra={"job_id": str(fin.job.id), "job_type": fin.job.job_type})
+
+    async def _complete(self, batch: list[_Finished]) -> set[uuid.UUID]:
+        completions = [
+            Completion(
+                f.job.id,
+                result=f.outcome.result.model_dump(mode="json"),
+                follow_ups=tuple(follow_up_jobs(f.job, f.outcome.follow_ups)),
+                audit={**f.outcome.audit, "duration_ms": round(f.duration * 1000, 1)},
+            )
+            for f in batch
+        ]
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                done = await self.store.complete(conn, self.worker_id, completions)
+                for f in batch:
+                    if f.job.id in done:
+                        await f.handler.persist(conn, f.job, f.outcome)
+        return done
+
+    # ------------------------------------------------------------------ heartbeat
+    def _held_ids(self) -> list[uuid.UUID]:
+        return [*self._running.keys(), *self._finishing.keys()]
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> None:
+        held = self._held_ids()
+        if not held:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                alive = await self.store.heartbeat(conn, self.worker_id, held)
+        except (psycopg.OperationalError, OSError) as exc:
+            self._log.warning("heartbeat failed", extra={"error": sanitize_error(exc, 200)})
+            return
+        for job_id in held:
+            entry = self._running.get(job_id)
+            if entry is None:
+                continue
+            if job_id not in alive:
+                entry.cancel_reason = "lost"
+                entry.task.cancel()
+                self._log.warning("lease lost; stopping job", extra={"job_id": str(job_id)})
+            elif alive[job_id] and entry.cancel_reason is None:
+                entry.cancel_reason = "cancelled"
+                entry.task.cancel()
+                self._log.info("cancel requested; stopping job", extra={"job_id": str(job_id)})
+
+    # ------------------------------------------------------------------ maintenance
+    async def _maintenance_loop(self) -> None:
+        last_purge = 0.0
+        last_depth = 0.0
+        while True:
+            # Jitter spreads many workers' rescues apart; SKIP LOCKED makes overlaps harmless.
+            await asyncio.sleep(self.config.maintenance_interval * random.uniform(0.7, 1.3))
+            try:
+                async with self.pool.connection() as conn:
+                    rescued = await self.store.recover_expired(
+                        conn, default_lease_seconds=self.config.lease_seconds)
+                    if rescued:
+                        self._log.warning("recovered jobs with expired leases", extra={
+                            "count": len(rescued)})
+                        self._wake.set()
+                    now = time.monotonic()
+                    if self.config.retention and now - last_purge > self.config.purge_interval:
+                        last_purge = now
+                        purged = await self.store.purge(conn, self.config.retention)
+                        if purged:
+                            self._log.info("purged finished jobs", extra={"count": purged})
+                    if self.config.metrics_port and self.config.sample_queue_depth and now - last_depth > 15:
+                        last_depth = now
+                        counts: dict[str, int] = {s.value: 0 for s in JobStatus}
+                        for _type, status, n in await self.store.status_counts(conn):
+                            counts[status] = counts.get(status, 0) + n
+                        for status, n in counts.items():
+                            self.metrics.queue_depth.labels(status).set(n)
+            except (psycopg.OperationalError, OSError):
+                continue  # the claim loop reports outages; stay quiet here
+            except Exception as exc:
+                self._log.warning("maintenance failed", extra={"error": sanitize_error(exc, 300)})
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            for schedule in self.schedules:
+                try:
+                    async with self.pool.connection() as conn:
+                        await fire_due(conn, self.store, schedule)
+                except (psycopg.OperationalError, OSError):
+                    pass
+                except Exception as exc:
+                    self._log.warning("schedule failed", extra={
+                        "schedule": schedule.name, "error": sanitize_error(exc, 300)})
+            now = self.store.clock.now()
+            wait = min((s.next_slot(now) - now).total_seconds() for s in self.schedules)
+            await asyncio.sleep(max(1.0, min(wait + 0.5, 30.0)))
+
+    async def _watchdog_loop(self) -> None:
+        interval = systemd.watchdog_interval() or 30.0
+        while True:
+            # Only claim liveness when the event loop is really turning.
+            systemd.watchdog()
+            await asyncio.sleep(interval / 2)
+
+    # ------------------------------------------------------------------ shutdown
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period (the heartbeat keeps their leases
+        alive meanwhile), then release the rest; wait for pending completions to flush."""
+        if self._running:
+            self._log.info("draining", extra={"running": len(self._running),
+                                              "grace": self.config.grace_seconds})
+            tasks = [r.task for r in self._running.values()]
+            waiter = asyncio.gather(*tasks, return_exceptions=True)
+            release_now = asyncio.create_task(self._release_now.wait())
+            await asyncio.wait({waiter, release_now}, timeout=self.config.grace_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+            release_now.cancel()
+        leftover = list(self._running.values())
+        for entry in leftover:
+            entry.cancel_reason = "shutdown"
+            entry.task.cancel()
+        for entry in leftover:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await entry.task
+        # Completions that finished in time are flushed before we release anything.
+        deadline = time.monotonic() + max(5.0, self.config.lease_seconds)
+        while (self._finishing or not self._finished_queue.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        ids = [e.job.id for e in leftover]
+        if ids:
+            for attempt in range(5):
+                try:
+                    async with self.pool.connection() as conn:
+                        released = await self.store.release(conn, self.worker_id, ids)
+                    self._log.info("released unfinished jobs", extra={"count": len(released)})
+                    for e in leftover:
+                        if e.job.id in released:
+                            self._record(e.job, "released", time.monotonic() - e.started)
+                    break
+                except (psycopg.OperationalError, OSError):
+                    await asyncio.sleep(0.5 * 2**attempt)
