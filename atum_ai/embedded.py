@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Self
 from urllib.parse import quote
 
 import platformdirs
@@ -218,14 +219,25 @@ def _create_system_user(name: str):  # -> pwd.struct_passwd
     attempts = []
     if shutil.which("useradd"):
         attempts.append(
-            ["useradd", "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", nologin, name]
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                nologin,
+                name,
+            ]
         )
     if shutil.which("adduser"):  # busybox (Alpine)
         attempts.append(["adduser", "-S", "-D", "-H", "-h", "/nonexistent", "-s", nologin, name])
     errors = []
     for argv in attempts:
-        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+        )
         with contextlib.suppress(KeyError):  # also covers a concurrent creator winning
             return pwd.getpwnam(name)
         errors.append(f"{argv[0]}: {(proc.stderr or proc.stdout).strip()}")
@@ -276,7 +288,7 @@ def _is_postgres(pid: int) -> bool:
         # No /proc (macOS) or a hidden one (hidepid): be conservative, postgres itself
         # still refuses to start over a live postmaster.
         return True
-    return comm.startswith("postgres") or comm.startswith("postmaster")
+    return comm.startswith(("postgres", "postmaster"))
 
 
 def _guc_quote(path: Path) -> str:
@@ -339,8 +351,7 @@ class EmbeddedPostgres:
     @property
     def message(self) -> str:
         return (
-            f"Using embedded PostgreSQL at {self.data_dir} "
-            "(set ATUM_DATABASE_URL to use your own)"
+            f"Using embedded PostgreSQL at {self.data_dir} (set ATUM_DATABASE_URL to use your own)"
         )
 
     def start(self) -> EmbeddedPostgres:
@@ -387,8 +398,9 @@ class EmbeddedPostgres:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(
         self,
@@ -469,6 +481,7 @@ class EmbeddedPostgres:
                     env=env,
                     timeout=timeout or self.timeout,
                     start_new_session=True,  # Ctrl-C in this terminal must not reach postgres
+                    check=False,
                     **kwargs,
                 )
             except subprocess.TimeoutExpired as exc:
@@ -608,8 +621,10 @@ class EmbeddedPostgres:
         try:
             self._run(
                 self._tool("initdb"),
-                "-D", str(tmp),
-                "-U", SUPERUSER,
+                "-D",
+                str(tmp),
+                "-U",
+                SUPERUSER,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-locale",
@@ -627,19 +642,27 @@ class EmbeddedPostgres:
         sock = self._socket_dir_for_start()
         self._prepare_socket_dir(sock)
         options = [
-            "-h", "",  # no TCP listener
-            "-k", _guc_quote(sock),
-            "-p", str(PORT),
-            "-c", "unix_socket_permissions=0700",
+            "-h",
+            "",  # no TCP listener
+            "-k",
+            _guc_quote(sock),
+            "-p",
+            str(PORT),
+            "-c",
+            "unix_socket_permissions=0700",
         ]
         self._run(
             self._tool("pg_ctl"),
             "start",
             "-w",
-            "-t", str(int(self.timeout)),
-            "-D", str(self.data_dir),
-            "-l", str(self.data_dir / "server.log"),
-            "-o", " ".join(shlex.quote(o) for o in options),
+            "-t",
+            str(int(self.timeout)),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            " ".join(shlex.quote(o) for o in options),
             timeout=self.timeout + 10,
         )
         self.socket_dir = sock
@@ -656,8 +679,15 @@ class EmbeddedPostgres:
             return
         try:
             self._run(
-                self._tool("pg_ctl"), "stop", "-w", "-m", "fast",
-                "-t", str(int(self.timeout)), "-D", str(self.data_dir),
+                self._tool("pg_ctl"),
+                "stop",
+                "-w",
+                "-m",
+                "fast",
+                "-t",
+                str(int(self.timeout)),
+                "-D",
+                str(self.data_dir),
             )
             log.info("stopped embedded PostgreSQL in %s", self.data_dir)
             return
@@ -711,4 +741,3 @@ def start_embedded(
         data_dir, database=database, timeout=timeout, handle_signals=handle_signals
     )
     return handle.start()
-

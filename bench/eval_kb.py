@@ -36,7 +36,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from atum_ai.local.kb_search import (  # noqa: E402
+from atum_ai.local.kb_search import (
     DEFAULT_PARAMS,
     Bm25Params,
     import_articles,
@@ -69,9 +69,61 @@ def evaluate(ranked: Sequence[Sequence[str]], gold: Sequence[str]) -> dict[str, 
 
 _TOKEN = re.compile(r"\w+")
 _STOP = frozenset(
-    "a an and are as at be but by for from has have how i if in into is it its me my no not of "
-    "on or so that the their then there these they this to was what when where which who why "
-    "will with you your can do does did".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+        "can",
+        "do",
+        "does",
+        "did",
+    ]
 )
 
 
@@ -170,7 +222,9 @@ async def main() -> None:
             org = uuid.uuid4()
             t0 = time.perf_counter()
             n = await import_articles(
-                conn, org, [{"id": a["id"], "title": a["title"], "body": a["body"]} for a in articles]
+                conn,
+                org,
+                [{"id": a["id"], "title": a["title"], "body": a["body"]} for a in articles],
             )
             await conn.commit()
             import_s = time.perf_counter() - t0
@@ -188,7 +242,9 @@ async def main() -> None:
                 await search_articles(conn, org, q, k=5, params=params)
 
             async def ours(q: str) -> list[str]:
-                return [h.article_id for h in await search_articles(conn, org, q, k=5, params=params)]
+                return [
+                    h.article_id for h in await search_articles(conn, org, q, k=5, params=params)
+                ]
 
             async def pg_and(q: str) -> list[str]:
                 cur = await conn.execute(PG_AND_SQL, {"q": q, "org": org, "k": 5})  # type: ignore[arg-type]
@@ -198,7 +254,10 @@ async def main() -> None:
             rows = [
                 ("atum_ai (OR + prefix, BM25 in SQL)", *await run_timed(texts, ours)),
                 ("pg-and (websearch_to_tsquery + ts_rank)", *await run_timed(texts, pg_and)),
-                ("py-bm25 (in-process, no stemming)", *await run_timed(texts, lambda q: py.search(q, 5))),
+                (
+                    "py-bm25 (in-process, no stemming)",
+                    *await run_timed(texts, lambda q: py.search(q, 5)),
+                ),
             ]
     finally:
         if not args.keep_db:
@@ -208,7 +267,9 @@ async def main() -> None:
         await admin.close()
 
     print(f"params: {params}")
-    header = f"{'method':<42}" + "".join(f"{m:>8}" for m in ("R@1", "R@3", "R@5", "MRR")) + f"{'q/s':>9}"
+    header = (
+        f"{'method':<42}" + "".join(f"{m:>8}" for m in ("R@1", "R@3", "R@5", "MRR")) + f"{'q/s':>9}"
+    )
     print(header)
     print("-" * len(header))
     for name, ranked, qps in rows:

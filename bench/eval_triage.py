@@ -47,6 +47,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ticket
 # Configurations compared by --sweep (all on the same folds). Calibration is off here: the
 # temperature never changes a predicted label, only the confidence, and it costs 3 more fits.
 _NC = TriageConfig(calibrate=False)
+_BIG = replace(_NC, min_df=1, word_ngram_range=(1, 3))
 SWEEP: dict[str, TriageConfig] = {
     "logreg C=2 w(1,2) c(2,5)": _NC,
     "logreg C=0.5": replace(_NC, C=0.5),
@@ -61,6 +62,12 @@ SWEEP: dict[str, TriageConfig] = {
     "svc C=0.1": replace(_NC, estimator="linear_svc", C=0.1),
     "svc C=0.3": replace(_NC, estimator="linear_svc", C=0.3),
     "svc C=1": replace(_NC, estimator="linear_svc", C=1.0),
+    # round 2: combine what helped in round 1
+    "big C=2": _BIG,
+    "big C=5": replace(_BIG, C=5.0),
+    "big C=10": replace(_BIG, C=10.0),
+    "big C=5 +bias": replace(_BIG, C=5.0, tune_biases=True),
+    "C=2 +bias": replace(_NC, tune_biases=True),
 }
 
 

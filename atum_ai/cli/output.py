@@ -14,7 +14,8 @@ from rich.table import Table
 
 from atum_ai.redact import redact_secrets
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output is read by people too (CI logs, `| less`): do not squeeze tables into 80 columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False)
 
 

@@ -127,7 +127,8 @@ class KbArticleIn(BaseModel):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if not isinstance(value, str):
-            raise ValueError("must be an ISO 639-1 code such as 'en'")
+            # ValueError, not TypeError: pydantic turns only ValueError into a validation error.
+            raise ValueError("must be an ISO 639-1 code such as 'en'")  # noqa: TRY004
         code = value.strip().lower().replace("_", "-").split("-", 1)[0]  # "pt-BR" -> "pt"
         if len(code) != 2 or not code.isascii() or not code.isalpha():
             raise ValueError(f"must be an ISO 639-1 code such as 'en', got {value!r}")
@@ -193,8 +194,10 @@ def ts_config_for(language: str | None) -> str:
 
 def _org(organization_id: uuid.UUID | str) -> uuid.UUID:
     try:
-        return organization_id if isinstance(organization_id, uuid.UUID) else uuid.UUID(
-            str(organization_id)
+        return (
+            organization_id
+            if isinstance(organization_id, uuid.UUID)
+            else uuid.UUID(str(organization_id))
         )
     except ValueError as exc:
         raise ValidationError("must be a UUID", field="organization_id") from exc
@@ -211,7 +214,9 @@ def _validate_articles(articles: Iterable[KbArticleIn | Mapping[str, Any]]) -> l
         except PydanticValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
-            raise ValidationError(err["msg"], field=f"articles[{i}].{loc}" if loc else None) from None
+            raise ValidationError(
+                err["msg"], field=f"articles[{i}].{loc}" if loc else None
+            ) from None
     return out
 
 
@@ -229,6 +234,7 @@ async def rebuild_stats(
     org = _org(organization_id)
     async with conn.transaction():
         await conn.execute(QUERIES["kb_lock_organization"], {"organization_id": org})
+        await conn.execute(QUERIES["kb_lexeme_stats_clear"], {"organization_id": org})
         await conn.execute(QUERIES["kb_lexeme_stats_rebuild"], {"organization_id": org})
         await _refresh_corpus_stats(conn, org, now)
 
@@ -271,7 +277,10 @@ async def import_articles(
         async with conn.transaction():
             await conn.execute(QUERIES["kb_lock_organization"], {"organization_id": org})
             if rows:
-                ids = {"organization_id": org, "article_ids": sorted({r["article_id"] for r in rows})}
+                ids = {
+                    "organization_id": org,
+                    "article_ids": sorted({r["article_id"] for r in rows}),
+                }
                 await conn.execute(QUERIES["kb_lexeme_stats_subtract"], ids)
                 async with conn.cursor() as cur:
                     await cur.executemany(QUERIES["kb_article_upsert"], rows, returning=True)
@@ -280,6 +289,7 @@ async def import_articles(
                         if not cur.nextset():
                             break
                 await conn.execute(QUERIES["kb_lexeme_stats_add"], ids)
+                await conn.execute(QUERIES["kb_lexeme_stats_prune"], {"organization_id": org})
             await _refresh_corpus_stats(conn, org, now)
     except psycopg.errors.ProgramLimitExceeded as exc:  # e.g. tsvector over 1 MB
         raise ValidationError(f"article too large to index: {exc.diag.message_primary}") from None
@@ -301,7 +311,7 @@ async def delete_articles(
         await conn.execute(QUERIES["kb_lexeme_stats_subtract"], ids)
         cur = await conn.execute(QUERIES["kb_articles_delete"], ids)
         deleted = len(await cur.fetchall())
-        await conn.execute(QUERIES["kb_lexeme_stats_add"], {**ids, "article_ids": []})
+        await conn.execute(QUERIES["kb_lexeme_stats_prune"], {"organization_id": org})
         await _refresh_corpus_stats(conn, org, now)
     return deleted
 
@@ -363,15 +373,19 @@ async def search_articles(
     org = _org(organization_id)
     if not 1 <= k <= MAX_K:
         raise ValidationError(f"must be between 1 and {MAX_K}", field="k")
-    query = unicodedata.normalize(
-        "NFC", query_text.replace("\x00", " ")[:MAX_QUERY_CHARS]
-    ).encode("utf-8", "replace").decode("utf-8")
+    query = (
+        unicodedata.normalize("NFC", query_text.replace("\x00", " ")[:MAX_QUERY_CHARS])
+        .encode("utf-8", "replace")
+        .decode("utf-8")
+    )
     if not query.strip():
         return []
     lang = None
     if language:
         try:
-            lang = KbArticleIn.model_validate({"id": "q", "title": "q", "language": language}).language
+            lang = KbArticleIn.model_validate(
+                {"id": "q", "title": "q", "language": language}
+            ).language
         except PydanticValidationError as exc:
             raise ValidationError(exc.errors()[0]["msg"], field="language") from None
     cur = await conn.execute(

@@ -73,6 +73,7 @@ MIN_EXAMPLES_PER_FIELD: Final = 10
 # Confidence reported by a field that could not be trained (single class / too few rows).
 FALLBACK_CONFIDENCE: Final = 0.2
 TOP_K_ALTERNATIVES: Final = 3
+MAX_CLASSES_FOR_BIAS_TUNING: Final = 20
 
 
 class ModelFormatError(AtumError):
@@ -127,6 +128,9 @@ class TriageConfig:
     max_iter: int = 2_000
     # Temperature-scale probabilities per field from out-of-fold predictions (k folds).
     calibrate: bool = True
+    # Shift per-class decision offsets to maximize macro-F1 on the same out-of-fold scores
+    # (fields with at most MAX_CLASSES_FOR_BIAS_TUNING classes).
+    tune_biases: bool = False
     calibration_folds: int = 3
     random_state: int = 0
     # The subject is short and topical: repeating it weighs it against the long body.
@@ -269,12 +273,16 @@ class _FieldClassifier:
     fallback_label: str | None = None
 
     @classmethod
-    def from_estimator(cls, est: Any, temperature: float) -> _FieldClassifier:
+    def from_estimator(
+        cls, est: Any, temperature: float, biases: np.ndarray | None = None
+    ) -> _FieldClassifier:
         coef = np.asarray(est.coef_, dtype=np.float32)
         intercept = np.asarray(est.intercept_, dtype=np.float32).ravel()
         if coef.shape[0] == 1:  # binary: sklearn keeps the positive class's margin only
             coef = np.vstack([-coef / 2.0, coef / 2.0])
             intercept = np.array([-intercept[0] / 2.0, intercept[0] / 2.0], dtype=np.float32)
+        if biases is not None:
+            intercept = (intercept + biases).astype(np.float32)
         return cls(
             classes=tuple(str(c) for c in est.classes_),
             coef=np.ascontiguousarray(coef.T),
@@ -326,6 +334,36 @@ def _fit_temperature(scores: np.ndarray, y_idx: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
+def _macro_f1(y_idx: np.ndarray, pred: np.ndarray, k: int) -> float:
+    cm = np.bincount(y_idx * k + pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1.mean())
+
+
+def _fit_biases(scores: np.ndarray, y_idx: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Per-class offsets added to the scores that maximize macro-F1 (coordinate ascent on a
+    grid). Balanced class weights get most of the way; this mops up what remains, e.g. a
+    class the model under-predicts. Offsets stay small: the grid spans +-1 score std."""
+    n, k = scores.shape
+    biases = np.zeros(k)
+    grid = np.linspace(-1.0, 1.0, 21) * float(np.std(scores))
+    best = _macro_f1(y_idx, np.argmax(scores, axis=1), k)
+    for _ in range(passes):
+        improved = False
+        for j in range(k):
+            for delta in grid:
+                trial = biases.copy()
+                trial[j] = delta
+                f1 = _macro_f1(y_idx, np.argmax(scores + trial, axis=1), k)
+                if f1 > best + 1e-9:
+                    best, biases, improved = f1, trial, True
+        if not improved:
+            break
+    return biases
+
+
 def _new_estimator(config: TriageConfig, field_name: str) -> LogisticRegression | LinearSVC:
     if config.estimator == "linear_svc":
         return LinearSVC(
@@ -364,18 +402,25 @@ def _train_field(
     est.fit(X, y_arr)
 
     temperature = 1.0
-    # Out-of-fold scores need every class in every training fold: only calibrate when the
-    # smallest class has at least `calibration_folds` members.
+    biases = None
+    # Out-of-fold scores need every class in every training fold: only calibrate / tune when
+    # the smallest class has at least `calibration_folds` members.
     folds = config.calibration_folds
-    if config.calibrate and min(counts.values()) >= folds >= 2:
+    want_biases = config.tune_biases and len(counts) <= MAX_CLASSES_FOR_BIAS_TUNING
+    if (config.calibrate or want_biases) and min(counts.values()) >= folds >= 2:
         skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.random_state)
         oof = cross_val_predict(
             _new_estimator(config, field_name), X, y_arr, cv=skf, method="decision_function"
         )
         oof = _scores_2d(oof)
         index = {c: i for i, c in enumerate(est.classes_)}
-        temperature = _fit_temperature(oof, np.array([index[v] for v in y_arr]))
-    return _FieldClassifier.from_estimator(est, temperature), None
+        y_idx = np.array([index[v] for v in y_arr])
+        if want_biases:
+            biases = _fit_biases(oof, y_idx)
+            oof = oof + biases
+        if config.calibrate:
+            temperature = _fit_temperature(oof, y_idx)
+    return _FieldClassifier.from_estimator(est, temperature, biases), None
 
 
 # --------------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from atum_ai.errors import ConfigError, PermanentError, RetryableError, UnknownJobTypeError
+
+# A wiring mistake (missing prompt, bad template) will not fix itself on retry.
+_PERMANENT = (PermanentError, ConfigError)
 from atum_ai.handlers.base import Handler, HandlerContext, HandlerResult, follow_up_jobs
 from atum_ai.handlers.registry import Registry, describe_validation_error
 from atum_ai.logs import ContextAdapter
@@ -298,7 +301,7 @@ class Worker:
             if reason is None:
                 raise
             return
-        except PermanentError as exc:
+        except _PERMANENT as exc:
             await self._fail(job, handler, exc, started, permanent=True)
         except RetryableError as exc:
             await self._fail(job, handler, exc, started)

@@ -39,7 +39,7 @@ def notify(state: str) -> bool:
     name = os.environ.get("NOTIFY_SOCKET")
     if not name or not state:
         return False
-    if not (name.startswith("/") or name.startswith("@")):
+    if not name.startswith(("/", "@")):
         return False  # e.g. vsock: addresses this client does not speak
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:

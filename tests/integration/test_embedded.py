@@ -110,9 +110,7 @@ def test_start_create_stop_restart_finds_table(data_dir: Path) -> None:
     with start_embedded(data_dir) as pg2:
         assert pg2.started_server  # a fresh start, on the same data dir
         with psycopg.connect(pg2.url) as conn:
-            assert conn.execute("select subject from tickets").fetchall() == [
-                ("printer on fire",)
-            ]
+            assert conn.execute("select subject from tickets").fetchall() == [("printer on fire",)]
     pg2.stop()  # idempotent
 
 
@@ -158,7 +156,7 @@ def test_crashed_client_leaves_server_that_is_adopted(data_dir: Path) -> None:
         """,
         data_dir,
     )
-    out, err = crashed.communicate(timeout=60)
+    _out, err = crashed.communicate(timeout=60)
     assert crashed.returncode == 0, err
     pid = _postmaster_pid(data_dir)
     assert pid is not None

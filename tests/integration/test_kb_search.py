@@ -103,7 +103,9 @@ async def kb(db: Any, org_id: uuid.UUID) -> uuid.UUID:
 
 
 async def test_paraphrased_query_finds_article_in_top3(db: Any, kb: uuid.UUID) -> None:
-    hits = await search_articles(db, kb, "I can't log in, forgot my password - how do I get a new one?")
+    hits = await search_articles(
+        db, kb, "I can't log in, forgot my password - how do I get a new one?"
+    )
     assert "pw-reset" in ids(hits)[:3]
     assert ids(hits)[0] == "pw-reset"
     top = hits[0]
@@ -134,8 +136,16 @@ async def test_tenant_isolation(db: Any, kb: uuid.UUID) -> None:
     other = uuid.uuid4()
     # Same article id, same words: org B must only ever see its own copy.
     await import_articles(
-        db, other, [{"id": "pw-reset", "title": "Resetting a forgotten password",
-                     "body": "Org B: ask your team lead to reset the password.", "language": "en"}]
+        db,
+        other,
+        [
+            {
+                "id": "pw-reset",
+                "title": "Resetting a forgotten password",
+                "body": "Org B: ask your team lead to reset the password.",
+                "language": "en",
+            }
+        ],
     )
     await db.commit()
     hits_b = await search_articles(db, other, "forgot password reset")
@@ -148,7 +158,8 @@ async def test_tenant_isolation(db: Any, kb: uuid.UUID) -> None:
         "SELECT organization_id, doc_count FROM kb_corpus_stats ORDER BY doc_count"
     )
     assert {r["organization_id"]: r["doc_count"] for r in await cur.fetchall()} == {
-        other: 1, kb: len(KB)
+        other: 1,
+        kb: len(KB),
     }
     # Deleting in B leaves A alone.
     assert await delete_articles(db, other, ["pw-reset"]) == 1
@@ -160,11 +171,16 @@ async def test_tenant_isolation(db: Any, kb: uuid.UUID) -> None:
 async def test_upsert_updates_and_keeps_stats_consistent(db: Any, kb: uuid.UUID) -> None:
     # Identical re-import writes nothing.
     assert await import_articles(db, kb, KB) == 0
-    changed = dict(KB[4], title="Receipt printer shows offline",
-                   body="Power-cycle the receipt printer and reinstall its driver.")
+    changed = dict(
+        KB[4],
+        title="Receipt printer shows offline",
+        body="Power-cycle the receipt printer and reinstall its driver.",
+    )
     assert await import_articles(db, kb, [changed]) == 1
     await db.commit()
-    assert ids(await search_articles(db, kb, "receipt printer power-cycle", k=1)) == ["printer-offline"]
+    assert ids(await search_articles(db, kb, "receipt printer power-cycle", k=1)) == [
+        "printer-offline"
+    ]
     assert "printer-offline" not in ids(await search_articles(db, kb, "USB cable spooler"))
 
     cur = await db.execute(
@@ -198,8 +214,9 @@ async def test_bad_input_is_rejected_and_nothing_written(
     with pytest.raises(ValidationError) as err:
         await import_articles(db, org_id, [good, article])
     assert err.value.field == field
-    cur = await db.execute("SELECT count(*) AS n FROM kb_articles WHERE organization_id = %s",
-                           (org_id,))
+    cur = await db.execute(
+        "SELECT count(*) AS n FROM kb_articles WHERE organization_id = %s", (org_id,)
+    )
     assert (await cur.fetchone())["n"] == 0
 
 
@@ -225,8 +242,18 @@ async def test_unicode_and_accents(db: Any, kb: uuid.UUID) -> None:
     assert decomposed != "contraseña"
     assert ids(await search_articles(db, kb, decomposed, k=1)) == ["contrasena"]
     # Quotes and backslashes in words are safe in the generated tsquery.
-    await import_articles(db, kb, [{"id": "odd", "title": "O'Reilly's C:\\temp\\ path",
-                                    "body": "It's a back\\slash test.", "language": "en"}])
+    await import_articles(
+        db,
+        kb,
+        [
+            {
+                "id": "odd",
+                "title": "O'Reilly's C:\\temp\\ path",
+                "body": "It's a back\\slash test.",
+                "language": "en",
+            }
+        ],
+    )
     assert "odd" in ids(await search_articles(db, kb, "O'Reilly back\\slash C:\\temp\\"))
 
 
@@ -240,11 +267,18 @@ async def test_language_filter_and_per_language_analysis(db: Any, kb: uuid.UUID)
 
 async def test_language_detection_and_simple_fallback(db: Any, org_id: uuid.UUID) -> None:
     articles = [
-        KbArticleIn(id="de", title="Drucker druckt nicht",
-                    body="Wenn der Drucker nicht druckt, starten Sie ihn bitte neu und prüfen "
-                    "Sie das Papierfach und die Verbindung zum Netzwerk."),
-        KbArticleIn(id="ja", title="パスワードの再設定", body="ログイン画面でリンクを押してください。",
-                    language="ja"),
+        KbArticleIn(
+            id="de",
+            title="Drucker druckt nicht",
+            body="Wenn der Drucker nicht druckt, starten Sie ihn bitte neu und prüfen "
+            "Sie das Papierfach und die Verbindung zum Netzwerk.",
+        ),
+        KbArticleIn(
+            id="ja",
+            title="パスワードの再設定",
+            body="ログイン画面でリンクを押してください。",
+            language="ja",
+        ),
         KbArticleIn(id="short", title="zx9 qq7"),
     ]
     assert await import_articles(db, org_id, articles) == 3
@@ -263,10 +297,18 @@ async def test_language_detection_and_simple_fallback(db: Any, org_id: uuid.UUID
 
 async def test_boost_nudges_ranking(db: Any, org_id: uuid.UUID) -> None:
     twins = [
-        {"id": "vpn-a", "title": "VPN connection drops", "body": "Reconnect the VPN client.",
-         "language": "en"},
-        {"id": "vpn-b", "title": "VPN connection drops", "body": "Reconnect the VPN client.",
-         "language": "en"},
+        {
+            "id": "vpn-a",
+            "title": "VPN connection drops",
+            "body": "Reconnect the VPN client.",
+            "language": "en",
+        },
+        {
+            "id": "vpn-b",
+            "title": "VPN connection drops",
+            "body": "Reconnect the VPN client.",
+            "language": "en",
+        },
         {"id": "other", "title": "Mailbox full", "body": "Archive old mail.", "language": "en"},
     ]
     await import_articles(db, org_id, twins)
@@ -279,3 +321,22 @@ async def test_boost_nudges_ranking(db: Any, org_id: uuid.UUID) -> None:
     assert await set_article_boost(db, org_id, "missing", 1) is None
     with pytest.raises(ValidationError):
         await set_article_boost(db, org_id, "vpn-a", float("nan"))
+
+
+async def test_same_id_twice_in_one_batch_keeps_the_last(db: Any, org_id: uuid.UUID) -> None:
+    first = {"id": "dup", "title": "Old heading", "body": "obsolete words", "language": "en"}
+    last = {"id": "dup", "title": "New heading", "body": "current words", "language": "en"}
+    await import_articles(db, org_id, [first, last])
+    await delete_articles(db, org_id, ["nothing-here"])
+    assert await search_articles(db, org_id, "obsolete") == []
+    assert ids(await search_articles(db, org_id, "current")) == ["dup"]
+    cur = await db.execute(
+        "SELECT lexeme, doc_freq FROM kb_lexeme_stats WHERE organization_id = %s ORDER BY 1",
+        (org_id,),
+    )
+    assert [(r["lexeme"], r["doc_freq"]) for r in await cur.fetchall()] == [
+        ("current", 1),
+        ("head", 1),
+        ("new", 1),
+        ("word", 1),
+    ]

@@ -82,7 +82,9 @@ def test_each_call_is_one_datagram(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         server.close()
 
 
-def test_send_failure_returns_false_not_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_send_failure_returns_false_not_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
     assert systemd.ready() is False
     monkeypatch.setenv("NOTIFY_SOCKET", "vsock:2:1234")

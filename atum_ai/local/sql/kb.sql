@@ -40,26 +40,26 @@ UPDATE kb_lexeme_stats s SET doc_freq = greatest(s.doc_freq - old.n, 0)
  WHERE s.organization_id = %(organization_id)s AND s.lexeme = old.lexeme;
 
 -- name: kb_lexeme_stats_add
--- After articles were written: add their lexemes to the counts and drop lexemes no article has.
-WITH new AS (
-    SELECT u.lexeme, count(*)::integer AS n
-      FROM kb_articles a
-     CROSS JOIN LATERAL unnest(tsvector_to_array(a.search_vector)) AS u(lexeme)
-     WHERE a.organization_id = %(organization_id)s AND a.article_id = ANY(%(article_ids)s::text[])
-     GROUP BY u.lexeme
-), upsert AS (
-    INSERT INTO kb_lexeme_stats AS s (organization_id, lexeme, doc_freq)
-    SELECT %(organization_id)s, lexeme, n FROM new
-    ON CONFLICT (organization_id, lexeme) DO UPDATE SET doc_freq = s.doc_freq + EXCLUDED.doc_freq
-)
-DELETE FROM kb_lexeme_stats
- WHERE organization_id = %(organization_id)s AND doc_freq = 0;
+-- After articles were written: add their lexemes to the organization's vocabulary counts.
+INSERT INTO kb_lexeme_stats AS s (organization_id, lexeme, doc_freq)
+SELECT %(organization_id)s, u.lexeme, count(*)::integer
+  FROM kb_articles a
+ CROSS JOIN LATERAL unnest(tsvector_to_array(a.search_vector)) AS u(lexeme)
+ WHERE a.organization_id = %(organization_id)s AND a.article_id = ANY(%(article_ids)s::text[])
+ GROUP BY u.lexeme
+ON CONFLICT (organization_id, lexeme) DO UPDATE SET doc_freq = s.doc_freq + EXCLUDED.doc_freq;
+
+-- name: kb_lexeme_stats_prune
+-- Drop vocabulary entries no article holds any more (a separate statement: a data-modifying
+-- CTE would not see the counts written by the statements above it in the same query).
+DELETE FROM kb_lexeme_stats WHERE organization_id = %(organization_id)s AND doc_freq = 0;
+
+-- name: kb_lexeme_stats_clear
+-- Forget the organization's vocabulary (before kb_lexeme_stats_rebuild).
+DELETE FROM kb_lexeme_stats WHERE organization_id = %(organization_id)s;
 
 -- name: kb_lexeme_stats_rebuild
 -- Recount the organization's vocabulary from scratch (repair; the importer works incrementally).
-WITH gone AS (
-    DELETE FROM kb_lexeme_stats WHERE organization_id = %(organization_id)s
-)
 INSERT INTO kb_lexeme_stats (organization_id, lexeme, doc_freq)
 SELECT %(organization_id)s, u.lexeme, count(*)::integer
   FROM kb_articles a

@@ -1,0 +1,142 @@
+"""Pieces the built-in ticket handlers share: payload fields, suggestion upserts, model
+loading with a per-process cache, and the PII decision."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from pydantic import Field, StringConstraints
+
+from atum_ai.handlers.base import HandlerContext, HandlerResult, Result
+from atum_ai.queue.models import Job, uuid7
+
+TicketId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+LanguageCode = Annotated[str, StringConstraints(pattern=r"^([a-z]{2}|und)$")]
+Band = Literal["High", "Medium", "Low"]
+SuggestionKind = Literal["triage", "kb", "reply", "sla"]
+
+M = TypeVar("M")
+
+
+def band_for(confidence: float) -> Band:
+    """High >= 0.8, Medium >= 0.5, else Low (the same bands the local models use)."""
+    return "High" if confidence >= 0.8 else "Medium" if confidence >= 0.5 else "Low"
+
+
+class ScoredLabel(Result):
+    label: str
+    confidence: float = Field(ge=0, le=1)
+    band: Band
+
+
+def scored(label: str, confidence: float) -> ScoredLabel:
+    c = max(0.0, min(1.0, float(confidence)))
+    return ScoredLabel(label=label, confidence=round(c, 4), band=band_for(c))
+
+
+class _ModelCache:
+    """Deserialised per-organization models, keyed by (org, kind, version): every worker on
+    every machine loads the same stored version, and loads it once per process."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._items: OrderedDict[tuple[uuid.UUID, str, int], Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[uuid.UUID, str, int]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple[uuid.UUID, str, int], value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+MODEL_CACHE = _ModelCache()
+
+
+async def load_model(ctx: HandlerContext, kind: str, loader: Callable[[bytes], M]) -> tuple[M, int] | None:
+    version = await ctx.repo.latest_model_version(kind)
+    if version is None:
+        return None
+    key = (ctx.organization_id, kind, version)
+    cached = MODEL_CACHE.get(key)
+    if cached is not None:
+        return cached, version
+    stored = await ctx.repo.load_model(kind, version)
+    if stored is None:
+        return None
+    import asyncio
+
+    model = await asyncio.to_thread(loader, stored[0])
+    MODEL_CACHE.put(key, model)
+    return model, version
+
+
+async def mask_pii_for(ctx: HandlerContext) -> bool:
+    """Per-organization setting first ("on"/"off"), else the deployment default (on when the
+    LLM endpoint is not on this machine)."""
+    setting = (await ctx.repo.organization_settings()).get("pii_masking")
+    if setting in ("on", "off"):
+        return setting == "on"
+    return ctx.settings.mask_pii
+
+
+async def upsert_suggestion(
+    conn: AsyncConnection[Any],
+    job: Job,
+    *,
+    ticket_id: str,
+    kind: SuggestionKind,
+    outcome: HandlerResult[Any],
+    confidence: float | None,
+) -> None:
+    """One suggestion per (organization, ticket, kind); a newer job replaces the content and
+    clears feedback that was about the old content. A trigger NOTIFYs agents."""
+    audit = outcome.audit
+    await conn.execute(
+        """
+        INSERT INTO suggestions (id, organization_id, ticket_id, kind, job_id, content, model,
+                                 prompt_version, confidence, created_at, updated_at)
+        VALUES (%(id)s, %(org)s, %(ticket)s, %(kind)s, %(job)s, %(content)s, %(model)s,
+                %(prompt)s, %(confidence)s, now(), now())
+        ON CONFLICT (organization_id, ticket_id, kind) DO UPDATE
+           SET job_id = EXCLUDED.job_id, content = EXCLUDED.content, model = EXCLUDED.model,
+               prompt_version = EXCLUDED.prompt_version, confidence = EXCLUDED.confidence,
+               updated_at = now(), feedback = NULL, feedback_text = NULL, feedback_at = NULL
+        """,
+        {
+            "id": uuid7(), "org": job.organization_id, "ticket": ticket_id, "kind": kind,
+            "job": job.id, "content": Jsonb(outcome.result.model_dump(mode="json")),
+            "model": audit.get("model"),
+            "prompt": (f"{audit['prompt']}@{audit['prompt_sha256'][:12]}"
+                       if audit.get("prompt") and audit.get("prompt_sha256") else None),
+            "confidence": confidence,
+        },
+    )
+    await record_llm_usage(conn, job, audit)
+
+
+async def record_llm_usage(conn: AsyncConnection[Any], job: Job, audit: dict[str, Any]) -> None:
+    if audit.get("source") != "llm":
+        return
+    usage = audit.get("usage") or {}
+    await conn.execute(
+        "INSERT INTO llm_usage (organization_id, job_id, job_type, model, prompt_tokens,"
+        " completion_tokens, cost_usd, latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (job.organization_id, job.id, job.job_type, audit.get("model") or "?",
+         int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+         float(audit.get("cost_usd") or 0), audit.get("latency_ms")),
+    )

@@ -1,0 +1,46 @@
+"""Local reply drafts: a jinja2 template per language filled from the triage result and the
+top article. Drafts only; nothing here sends anything.
+
+Templates live in ``local/replies/<lang>.j2`` (en, de, es, fr, pt); other languages fall back
+to English and say so, rather than pretend.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+REPLY_LANGUAGES = ("en", "de", "es", "fr", "pt")
+_DIR = Path(__file__).resolve().parent / "replies"
+_HIGHLIGHT = re.compile(r"\*\*")
+
+
+@lru_cache(maxsize=1)
+def _env() -> SandboxedEnvironment:
+    return SandboxedEnvironment(loader=jinja2.FileSystemLoader(_DIR), undefined=jinja2.StrictUndefined,
+                                autoescape=False, trim_blocks=True, lstrip_blocks=True)
+
+
+def _excerpt(snippet: str | None, limit: int = 280) -> str:
+    if not snippet:
+        return ""
+    text = " ".join(_HIGHLIGHT.sub("", snippet).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def render_reply(language: str | None, *, subject: str, article: dict[str, Any] | None,
+                 urgent: bool = False, team: str = "Support team") -> tuple[str, str]:
+    """Return (draft, language used)."""
+    lang = language if language in REPLY_LANGUAGES else "en"
+    art = None
+    if article:
+        art = {"title": article.get("title", ""), "url": article.get("url"),
+               "excerpt": _excerpt(article.get("snippet"))}
+    subject = " ".join((subject or "").split())[:160] or "-"
+    text = _env().get_template(f"{lang}.j2").render(subject=subject, article=art, urgent=urgent, team=team)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n", lang

@@ -1,0 +1,240 @@
+"""Ticket events in: upsert the ticket mirror and enqueue TRIAGE_TICKET, in one transaction.
+
+``ingest_event(conn, organization_id, event)`` is the Python API a ticket system calls
+inside its own transaction: if that transaction rolls back, neither the mirror row nor the
+job exists. Each event is recorded under a key (its ``event_id``, else a hash of its
+content), so replaying a file finds the key and enqueues nothing twice.
+
+Accepted shapes (one JSON object each):
+
+* the canonical event: ``{"type": "ticket.created" | "ticket.customer_replied" |
+  "ticket.agent_replied" | "ticket.resolved", "ticket_id", "event_id"?, "occurred_at"?,
+  "subject"?, "body"?, "priority"?, "channel"?, "language"?, "tags"?}``
+* a labelled ticket (``{"id", "subject", "body", "queue"?, "type"?, "priority"?, ...}``, the
+  format of public helpdesk datasets): read as ``ticket.created``; its labels are kept for
+  training and evaluation, never shown to the models at prediction time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from atum_ai.clock import Clock, SystemClock
+from atum_ai.errors import ValidationError
+from atum_ai.queue.models import NewJob
+from atum_ai.queue.store import JobStore
+
+EventType = Literal["ticket.created", "ticket.customer_replied", "ticket.agent_replied", "ticket.resolved"]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+MAX_SUBJECT = 1_000
+MAX_BODY = 100_000
+# The mirror keeps the conversation's customer text, bounded so a long thread cannot grow
+# a row without limit; the newest text is kept.
+MAX_MIRROR_BODY = 200_000
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000)")
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("contains invalid unicode (a lone surrogate)") from None
+    return value
+
+
+class TicketEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    type: EventType
+    ticket_id: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    occurred_at: datetime | None = None
+    subject: Annotated[str, StringConstraints(max_length=MAX_SUBJECT)] | None = None
+    body: Annotated[str, StringConstraints(max_length=MAX_BODY)] | None = None
+    priority: ShortText | None = None
+    channel: ShortText | None = None
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")] | None = None
+    tags: list[ShortText] = Field(default_factory=list, max_length=50)
+    labels: dict[str, ShortText | None] | None = None  # gold labels (labelled imports only)
+
+    @field_validator("ticket_id", "event_id", "subject", "body", "priority", "channel")
+    @classmethod
+    def _text_ok(cls, v: str | None) -> str | None:
+        return _no_nul(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_ok(cls, v: list[str]) -> list[str]:
+        return [t for t in (_no_nul(x) for x in v) if t]
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.utcoffset() is None:
+            raise ValueError("naive datetime; give a timezone (e.g. 2026-01-01T09:00:00Z)")
+        return v
+
+    def key(self) -> str:
+        if self.event_id:
+            return self.event_id
+        digest = hashlib.sha256(json.dumps(
+            [self.type, self.ticket_id, self.occurred_at.isoformat() if self.occurred_at else None,
+             self.subject, self.body], ensure_ascii=False).encode()).hexdigest()
+        return f"sha256:{digest[:32]}"
+
+
+_LABEL_FIELDS = ("queue", "type", "priority", "intent")
+
+
+def parse_event(raw: Any) -> TicketEvent:
+    """Validate one event (either shape); errors name the field."""
+    if not isinstance(raw, dict):
+        raise ValidationError("an event must be a JSON object", field="event")
+    data = dict(raw)
+    if not str(data.get("type", "")).startswith("ticket.") and "id" in data:
+        labels = {k: (str(data[k]) if data.get(k) is not None else None) for k in _LABEL_FIELDS if k in data}
+        tags = data.get("tags") or []
+        data = {
+            "type": "ticket.created",
+            "ticket_id": str(data["id"]),
+            "event_id": f"import:{data['id']}",
+            "subject": data.get("subject") or "",
+            "body": data.get("body") or "",
+            "language": data.get("language"),
+            "channel": data.get("channel") or data.get("source"),
+            "tags": [str(t) for t in tags if t] if isinstance(tags, list) else [],
+            "labels": labels,
+        }
+    try:
+        return TicketEvent.model_validate(data)
+    except PydanticValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        raise ValidationError(err["msg"], field=where) from None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    ticket_id: str
+    event_key: str
+    duplicate: bool
+    job_id: uuid.UUID | None
+
+
+_UPSERT_CREATED = """
+INSERT INTO tickets (organization_id, ticket_id, subject, body, status, priority, language, tags,
+                     channel, labels, created_at, last_customer_at, updated_at)
+VALUES (%(org)s, %(ticket)s, %(subject)s, %(body)s, 'open', %(priority)s, %(language)s, %(tags)s,
+        %(channel)s, %(labels)s, %(at)s, %(at)s, %(now)s)
+ON CONFLICT (organization_id, ticket_id) DO UPDATE
+   SET subject = CASE WHEN EXCLUDED.subject <> '' THEN EXCLUDED.subject ELSE tickets.subject END,
+       body = CASE WHEN EXCLUDED.body <> '' THEN EXCLUDED.body ELSE tickets.body END,
+       priority = coalesce(EXCLUDED.priority, tickets.priority),
+       language = coalesce(EXCLUDED.language, tickets.language),
+       channel = coalesce(EXCLUDED.channel, tickets.channel),
+       labels = coalesce(EXCLUDED.labels, tickets.labels),
+       created_at = least(tickets.created_at, EXCLUDED.created_at),
+       updated_at = EXCLUDED.updated_at
+"""
+
+_CUSTOMER_REPLIED = """
+INSERT INTO tickets (organization_id, ticket_id, subject, body, status, created_at,
+                     last_customer_at, updated_at)
+VALUES (%(org)s, %(ticket)s, coalesce(%(subject)s, ''), %(body)s, 'open', %(at)s, %(at)s, %(now)s)
+ON CONFLICT (organization_id, ticket_id) DO UPDATE
+   SET body = right(tickets.body || E'\n\n' || EXCLUDED.body, %(max_body)s),
+       status = 'open', resolved_at = NULL, message_count = tickets.message_count + 1,
+       last_customer_at = greatest(tickets.last_customer_at, EXCLUDED.last_customer_at),
+       updated_at = EXCLUDED.updated_at
+"""
+
+_AGENT_REPLIED = """
+INSERT INTO tickets (organization_id, ticket_id, status, created_at, first_response_at, updated_at)
+VALUES (%(org)s, %(ticket)s, 'pending', %(at)s, %(at)s, %(now)s)
+ON CONFLICT (organization_id, ticket_id) DO UPDATE
+   SET first_response_at = CASE WHEN tickets.first_response_at IS NULL
+                                  OR EXCLUDED.first_response_at < tickets.first_response_at
+                                THEN EXCLUDED.first_response_at ELSE tickets.first_response_at END,
+       status = CASE WHEN tickets.status = 'resolved' THEN 'resolved' ELSE 'pending' END,
+       message_count = tickets.message_count + 1,
+       updated_at = EXCLUDED.updated_at
+"""
+
+_RESOLVED = """
+INSERT INTO tickets (organization_id, ticket_id, status, created_at, resolved_at, updated_at)
+VALUES (%(org)s, %(ticket)s, 'resolved', %(at)s, %(at)s, %(now)s)
+ON CONFLICT (organization_id, ticket_id) DO UPDATE
+   SET resolved_at = EXCLUDED.resolved_at, status = 'resolved', updated_at = EXCLUDED.updated_at
+"""
+
+_SQL = {
+    "ticket.created": _UPSERT_CREATED,
+    "ticket.customer_replied": _CUSTOMER_REPLIED,
+    "ticket.agent_replied": _AGENT_REPLIED,
+    "ticket.resolved": _RESOLVED,
+}
+TRIAGE_EVENTS = {"ticket.created": "ticket.created", "ticket.customer_replied": "ticket.customer_replied"}
+
+
+async def ensure_organization(conn: AsyncConnection[Any], organization_id: uuid.UUID,
+                              name: str | None = None) -> None:
+    await conn.execute("INSERT INTO organizations (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+                       (organization_id, name))
+
+
+async def ingest_event(
+    conn: AsyncConnection[Any],
+    organization_id: uuid.UUID,
+    event: TicketEvent | dict[str, Any],
+    *,
+    store: JobStore | None = None,
+    clock: Clock | None = None,
+) -> IngestResult:
+    """Apply one event on ``conn`` (inside the caller's transaction when one is open)."""
+    ev = event if isinstance(event, TicketEvent) else parse_event(event)
+    clock = clock or (store.clock if store else SystemClock())
+    store = store or JobStore(clock)
+    now = clock.now()
+    at = ev.occurred_at or now
+    key = ev.key()
+    async with conn.transaction():
+        await ensure_organization(conn, organization_id)
+        cur = await conn.execute(
+            "INSERT INTO ticket_events (organization_id, event_key, ticket_id, event_type, occurred_at,"
+            " body, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (organization_id, event_key) DO NOTHING RETURNING event_key",
+            (organization_id, key, ev.ticket_id, ev.type, at, ev.body, now),
+        )
+        if await cur.fetchone() is None:
+            return IngestResult(ev.ticket_id, key, True, None)
+        await conn.execute(_SQL[ev.type], {
+            "org": organization_id, "ticket": ev.ticket_id, "subject": ev.subject or "",
+            "body": ev.body or "", "priority": ev.priority, "language": ev.language,
+            "tags": ev.tags, "channel": ev.channel,
+            "labels": Jsonb(ev.labels) if ev.labels else None, "at": at, "now": now,
+            "max_body": MAX_MIRROR_BODY,
+        })
+        job_id = None
+        if ev.type in TRIAGE_EVENTS:
+            res = await store.enqueue(conn, NewJob(
+                organization_id=organization_id, job_type="TRIAGE_TICKET",
+                payload={"ticket_id": ev.ticket_id, "event": ev.type},
+                dedupe_key=f"triage:{ev.ticket_id}:{key}"[:500],
+                # New tickets first: a reply to an open conversation is less urgent than a
+                # customer nobody has answered yet.
+                priority=1 if ev.type == "ticket.created" else 0,
+            ))
+            job_id = res.id
+    return IngestResult(ev.ticket_id, key, False, job_id)
