@@ -7,6 +7,7 @@ enqueue follow-ups atomically. psycopg errors are translated here into the AtumE
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -247,22 +248,27 @@ class JobStore:
     ) -> set[uuid.UUID]:
         """Fenced batch completion. Marks DONE the jobs still RUNNING under ``worker_id``,
         stores results and audit facts, and enqueues the follow-ups of exactly those jobs, all
-        in one transaction (a savepoint inside the caller's). Returns the completed ids; the
-        others were fenced out and nothing of theirs was written."""
+        atomically: one statement when there are no follow-ups; otherwise one transaction, or
+        the caller's transaction when one is open (no savepoint: a failure aborts the caller's
+        transaction, as any statement's would). Returns the completed ids; the others were
+        fenced out and nothing of theirs was written."""
         if not completions:
             return set()
-        now = self.clock.now()
-        async with conn.transaction():
-            cur = await conn.execute(
-                QUERIES["job_complete"],
-                {
-                    "ids": [c.job_id for c in completions],
-                    "results": [Jsonb(c.result) if c.result is not None else None for c in completions],
-                    "audits": [Jsonb(c.audit) if c.audit else None for c in completions],
-                    "worker_id": worker_id,
-                    "now": now,
-                },
-            )
+        params = {
+            "ids": [c.job_id for c in completions],
+            "results": [Jsonb(c.result) if c.result is not None else None for c in completions],
+            "audits": [Jsonb(c.audit) if c.audit else None for c in completions],
+            "worker_id": worker_id,
+            "now": self.clock.now(),
+        }
+        if not any(c.follow_ups for c in completions):
+            # One statement (DONE + SUCCEEDED events in data-modifying CTEs) is atomic by
+            # itself: no BEGIN/COMMIT round trips in autocommit.
+            cur = await conn.execute(QUERIES["job_complete"], params)
+            return {r[0] for r in await cur.fetchall()}
+        in_caller_tx = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        async with contextlib.nullcontext() if in_caller_tx else conn.transaction():
+            cur = await conn.execute(QUERIES["job_complete"], params)
             done = {r[0] for r in await cur.fetchall()}
             follow_ups = [f for c in completions if c.job_id in done for f in c.follow_ups]
             if follow_ups:

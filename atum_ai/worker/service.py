@@ -48,6 +48,11 @@ from atum_ai.worker.scheduler import Schedule, fire_due
 
 log = logging.getLogger("atum_ai.worker")
 
+
+def _persists(handler: Handler[Any, Any]) -> bool:
+    """Does this handler write effects of its own in the completion transaction?"""
+    return type(handler).persist is not Handler.persist
+
 ContextFactory = Callable[[Job, Handler[Any, Any]], HandlerContext]
 
 # Connections the worker itself holds besides one per running job: the claim loop, the
@@ -75,6 +80,14 @@ class WorkerConfig:
     purge_interval: float = 3600.0
     metrics_port: int | None = None
     sample_queue_depth: bool = True
+    # Lookahead: with a backlog, claim up to this many jobs beyond the free slots, so that a
+    # worker at low concurrency claims in batches. Sized so a buffered job waits about
+    # prefetch_window seconds on average (0 while job durations are unknown or long), and a
+    # job buffered longer than prefetch_hold is released back (RELEASED, attempt not counted).
+    # Buffered jobs are RUNNING under this worker's lease and renewed by the heartbeat.
+    prefetch: int = 16
+    prefetch_window: float = 0.05
+    prefetch_hold: float = 2.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -83,6 +96,8 @@ class WorkerConfig:
             raise ConfigError("lease must be at least 1 second")
         if self.grace_seconds < 0:
             raise ConfigError("grace must not be negative")
+        if self.prefetch < 0:
+            raise ConfigError("prefetch must not be negative")
 
 
 @dataclass
@@ -91,6 +106,29 @@ class _Running:
     task: asyncio.Task[None]
     started: float
     cancel_reason: str | None = None  # "cancelled" | "lost" | "shutdown"
+
+
+class _HeldConnection:
+    """A pool connection kept across iterations by a hot loop (claim, flush): saves the pool's
+    per-checkout health check, one round trip per use. Dropped back to the pool (which
+    discards it if broken) after a connection error."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def get(self) -> psycopg.AsyncConnection[Any]:
+        if self.conn is not None and self.conn.closed:
+            await self.drop()
+        if self.conn is None:
+            self.conn = await self.pool.getconn()
+        return self.conn
+
+    async def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.putconn(conn)
 
 
 @dataclass
@@ -134,6 +172,11 @@ class Worker:
         self.metrics.slots.set(config.concurrency)
 
         self._running: dict[uuid.UUID, _Running] = {}
+        self._buffer: dict[uuid.UUID, tuple[Job, float]] = {}  # claimed ahead, not started
+        self._backlog = False  # the last claim came back full
+        self._avg_duration: float | None = None  # EWMA of handler durations (prefetch sizing)
+        self._claim_conn = _HeldConnection(pool)
+        self._flush_conn = _HeldConnection(pool)
         self._finishing: dict[uuid.UUID, _Finished] = {}  # done, waiting for the flusher
         self._finished_queue: asyncio.Queue[_Finished] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -141,6 +184,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._release_now = asyncio.Event()
         self._signals = 0
+        self._listener_connects = 0
+        self._pool_check: asyncio.Task[None] | None = None
         self.processed = 0
         self._log = ContextAdapter(log, {"worker_id": str(self.worker_id)})
 
@@ -172,7 +217,7 @@ class Worker:
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port)
         listener = Listener(self.conninfo, self._on_notify, job_types=self.config.job_types,
-                            on_connected=self._wake.set)
+                            on_connected=self._on_listener_connected)
         background = [
             asyncio.create_task(listener.run(), name="listener"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -196,6 +241,8 @@ class Worker:
             for t in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            await self._claim_conn.drop()
+            await self._flush_conn.drop()
         self._log.info("worker stopped", extra={"processed": self.processed})
         return 0
 
@@ -203,28 +250,67 @@ class Worker:
     def _on_notify(self, _payload: str) -> None:
         self._wake.set()
 
+    def _on_listener_connected(self) -> None:
+        """Poll once now: work may have arrived while the listener was deaf. On a reconnect
+        the pooled connections are most likely broken too (server restart), so check them
+        all first: the pool's check-on-borrow would try them one by one with backoff sleeps
+        of 1, 2, 4 ... s before the claim could run (7 s for four stale connections, a
+        PoolTimeout from six on)."""
+        self._listener_connects += 1
+        if self._listener_connects == 1:
+            self._wake.set()
+        elif self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.create_task(self._check_pool_then_wake(), name="pool-check")
+
+    async def _check_pool_then_wake(self) -> None:
+        try:
+            await self.pool.check()
+        except Exception as exc:  # the claim loop reports outages; just note it
+            self._log.info("pool check after reconnect failed", extra={
+                "error": sanitize_error(exc, 200)})
+        self._wake.set()
+
+    def _lookahead(self) -> int:
+        """How many jobs to claim beyond the free slots: only with a backlog, and only as many
+        as the running slots get through in about prefetch_window seconds."""
+        cfg = self.config
+        if not cfg.prefetch or not self._backlog or self._avg_duration is None:
+            return 0
+        per_window = cfg.concurrency * cfg.prefetch_window / max(self._avg_duration, 1e-4)
+        return max(0, min(cfg.prefetch, int(per_window)) - len(self._buffer))
+
     async def _claim_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             free = self.config.concurrency - len(self._running)
-            if free <= 0:
+            while free > 0 and self._buffer:
+                job_id = next(iter(self._buffer))
+                self._start(self._buffer.pop(job_id)[0])
+                free -= 1
+            want = free + self._lookahead() if free > 0 else 0
+            if want <= 0:
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.prefetch_hold / 2):
+                        await self._slot_free.wait()
+                await self._release_stale_buffer()
                 continue
             self._wake.clear()
             try:
-                async with self.pool.connection() as conn:
-                    jobs = await self.store.claim(
-                        conn, self.worker_id, free, lease_seconds=self.config.lease_seconds,
-                        job_types=self.config.job_types)
-                    if not jobs and self.config.burst and not self._running and not self._finishing:
-                        if not await self.store.runnable_exists(conn, self.config.job_types):
-                            return
+                conn = await self._claim_conn.get()
+                jobs = await self.store.claim(
+                    conn, self.worker_id, want, lease_seconds=self.config.lease_seconds,
+                    job_types=self.config.job_types)
+                if (not jobs and self.config.burst and not self._running and not self._finishing
+                        and not self._buffer):
+                    if not await self.store.runnable_exists(conn, self.config.job_types):
+                        return
                 self.metrics.last_poll.set(time.time())
                 if failures:
                     self._log.info("database reachable again", extra={"failed_polls": failures})
                 failures = 0
             except (psycopg.OperationalError, psycopg.errors.AdminShutdown, OSError) as exc:
+                await self._claim_conn.drop()
                 failures += 1
                 delay = min(0.25 * 2**failures, 15.0) * random.uniform(0.8, 1.2)
                 if failures == 1 or failures % 10 == 0:
@@ -233,17 +319,42 @@ class Worker:
                         "retry_in": round(delay, 2)})
                 await self._sleep_unless_stopping(delay)
                 continue
+            self._backlog = len(jobs) == want
+            now = time.monotonic()
             for job in jobs:
-                self._start(job)
-            if len(jobs) < free:
+                if free > 0:
+                    self._start(job)
+                    free -= 1
+                else:
+                    self._buffer[job.id] = (job, now)
+            if len(jobs) < want:
                 # Nothing more to take now: wait for a notification, a freed slot, or a poll.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.config.poll_interval):
-                        if self.config.burst and (self._running or self._finishing):
+                        if self._buffer or (self.config.burst and (self._running or self._finishing)):
                             self._slot_free.clear()
                             await self._slot_free.wait()
                         else:
                             await self._wake.wait()
+
+    async def _release_stale_buffer(self) -> None:
+        """Give back jobs that waited in the lookahead buffer longer than prefetch_hold (the
+        running jobs turned out slow), so that other workers can run them now."""
+        if not self._buffer:
+            return
+        cutoff = time.monotonic() - self.config.prefetch_hold
+        stale = [job_id for job_id, (_, at) in self._buffer.items() if at < cutoff]
+        if not stale:
+            return
+        for job_id in stale:
+            self._buffer.pop(job_id, None)
+        self._backlog = False
+        try:
+            async with self.pool.connection() as conn:
+                await self.store.release(conn, self.worker_id, stale,
+                                         message="lookahead released: running jobs were slow")
+        except (psycopg.OperationalError, OSError):
+            pass  # their leases expire and recovery counts the attempt
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -310,6 +421,8 @@ class Worker:
         else:
             assert handler is not None
             fin = _Finished(job, handler, outcome, time.monotonic() - started)
+            avg = self._avg_duration
+            self._avg_duration = fin.duration if avg is None else 0.8 * avg + 0.2 * fin.duration
             self._finishing[job.id] = fin
             self._finished_queue.put_nowait(fin)
         self._forget(job.id)
@@ -356,13 +469,15 @@ class Worker:
         self.processed += 1
         self.metrics.jobs.labels(job.job_type, outcome).inc()
         self.metrics.duration.labels(job.job_type).observe(duration)
+        level = logging.INFO if outcome == "done" else logging.WARNING
+        if not self._log.logger.isEnabledFor(level):
+            return
         extra = {"job_id": str(job.id), "job_type": job.job_type,
                  "organization_id": str(job.organization_id), "attempt": job.attempt,
                  "duration_ms": round(duration * 1000, 1), "outcome": outcome}
         if error:
             extra["error"] = error[:300]
-        self._log.log(logging.INFO if outcome == "done" else logging.WARNING, "job finished",
-                      extra=extra)
+        self._log.log(level, "job finished", extra=extra)
 
     # ------------------------------------------------------------------ completing
     async def _flush_loop(self) -> None:
@@ -390,7 +505,10 @@ class Worker:
             except Exception:
                 if len(batch) == 1:
                     fin = batch[0]
-                    await self._fail(fin.job, fin.handler, "could not store the result", 0)
+                    # started = when the handler began, so the recorded duration is the
+                    # job's, not the monotonic clock's age (seconds since boot).
+                    await self._fail(fin.job, fin.handler, "could not store the result",
+                                     time.monotonic() - fin.duration)
                     self._finishing.pop(fin.job.id, None)
                     return
                 for fin in batch:
@@ -416,17 +534,26 @@ class Worker:
             )
             for f in batch
         ]
-        async with self.pool.connection() as conn:
+        persisting = [f for f in batch if _persists(f.handler)]
+        try:
+            conn = await self._flush_conn.get()
+            if not persisting:
+                # JobStore.complete is atomic on its own (one statement, or one transaction
+                # with the follow-ups); no outer transaction, no extra round trips.
+                return await self.store.complete(conn, self.worker_id, completions)
             async with conn.transaction():
                 done = await self.store.complete(conn, self.worker_id, completions)
-                for f in batch:
+                for f in persisting:
                     if f.job.id in done:
                         await f.handler.persist(conn, f.job, f.outcome)
-        return done
+            return done
+        except (psycopg.OperationalError, OSError):
+            await self._flush_conn.drop()
+            raise
 
     # ------------------------------------------------------------------ heartbeat
     def _held_ids(self) -> list[uuid.UUID]:
-        return [*self._running.keys(), *self._finishing.keys()]
+        return [*self._running.keys(), *self._buffer.keys(), *self._finishing.keys()]
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.lease_seconds / 3
@@ -445,6 +572,15 @@ class Worker:
             self._log.warning("heartbeat failed", extra={"error": sanitize_error(exc, 200)})
             return
         for job_id in held:
+            if job_id in self._buffer and (job_id not in alive or alive[job_id]):
+                # Lost or cancelled before it started: another worker owns it, or it is
+                # cancelled now without ever running.
+                job, _ = self._buffer.pop(job_id)
+                if job_id in alive:
+                    asyncio.create_task(self._fail(job, self.registry.get(job.job_type),
+                                                   "cancelled before start", time.monotonic(),
+                                                   cancelled=True))
+                continue
             entry = self._running.get(job_id)
             if entry is None:
                 continue
@@ -536,7 +672,9 @@ class Worker:
         deadline = time.monotonic() + max(5.0, self.config.lease_seconds)
         while (self._finishing or not self._finished_queue.empty()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        ids = [e.job.id for e in leftover]
+        buffered = [job for job, _ in self._buffer.values()]
+        self._buffer.clear()
+        ids = [e.job.id for e in leftover] + [job.id for job in buffered]
         if ids:
             for attempt in range(5):
                 try:
@@ -546,6 +684,9 @@ class Worker:
                     for e in leftover:
                         if e.job.id in released:
                             self._record(e.job, "released", time.monotonic() - e.started)
+                    for job in buffered:
+                        if job.id in released:
+                            self._record(job, "released", 0.0)
                     break
                 except (psycopg.OperationalError, OSError):
                     await asyncio.sleep(0.5 * 2**attempt)

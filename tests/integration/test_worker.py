@@ -216,7 +216,9 @@ async def test_follow_ups_exist_exactly_when_the_parent_is_done(pool, db_url, co
     assert failed.result is None
     cur = await conn.execute("SELECT count(*) FROM job_queue WHERE parent_id = %s", (broken,))
     assert (await cur.fetchone())[0] == 0
-    assert "SUCCEEDED" not in await event_types(conn, broken)
+    trail = await JobStore().events(conn, broken)
+    assert "SUCCEEDED" not in [e.event_type for e in trail]
+    assert trail[-1].event_type == "DEAD" and trail[-1].data["duration_ms"] < 60_000
 
 
 # ---------------------------------------------------------------------------- burst

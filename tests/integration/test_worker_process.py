@@ -4,7 +4,9 @@ a PostgreSQL restart under an idle worker, idle pickup latency, burst mode, metr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 import statistics
 import time
 import urllib.request
@@ -139,6 +141,43 @@ async def test_sigterm_finishes_what_fits_in_the_grace_and_releases_the_rest(
     assert await effects(conn) == {i: 1 for i in short}
     outcomes = sorted(r["outcome"] for r in w.records("job finished"))
     assert outcomes == ["done", "done", "released", "released"]
+
+
+async def test_a_second_signal_releases_at_once(conn, db_url, org, worker_processes: WorkerFactory):
+    long = [await enqueue(conn, org, "TEST_SLEEP", {"seconds": 120, "n": i}) for i in range(2)]
+    w = worker_processes.start(db_url, "--concurrency", "2", "--lease", "2", "--grace", "60")
+    await w.wait_ready()
+    await wait_until(all_in(conn, long, JobStatus.RUNNING), 20, what="2 running jobs")
+    w.send(signal.SIGTERM)
+    await w.wait_for_record("draining", 10)
+    w.send(signal.SIGINT)
+    assert await w.wait_async(20) == 0  # long before the 60 s grace
+    for job in await jobs(conn, long):
+        assert job.status == JobStatus.PENDING and job.retry_count == 0
+        assert [e.event_type for e in await events(conn, job.id)][-1] == "RELEASED"
+
+
+async def test_systemd_notify_ready_watchdog_and_stopping(db_url, worker_processes: WorkerFactory,
+                                                          tmp_path):
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        w = worker_processes.start(db_url, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        received: list[str] = []
+
+        def read() -> list[str]:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    received.append(sock.recv(4096).decode())
+            return received
+
+        await wait_until(lambda: "READY=1" in read() and read().count("WATCHDOG=1") >= 2, 20,
+                         what="READY=1 and two WATCHDOG=1", log=w.log_text)
+        w.send(signal.SIGTERM)
+        assert await w.wait_async(20) == 0
+        read()
+    assert received.index("READY=1") < received.index(next(m for m in received if m.startswith("STOPPING=1")))
 
 
 # ---------------------------------------------------------------------------- timeouts
