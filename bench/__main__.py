@@ -29,7 +29,7 @@ from bench.common import DEFAULT_DSN, server_version
 from bench.suites import Row
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ALL_SUITES = ["enqueue", "drain", "pickup", "scale", "pgbench", "io_llm", "e2e", "profile"]
+ALL_SUITES = ["enqueue", "drain", "pickup", "scale", "pgbench", "io_llm", "e2e"]
 DEFAULT_SUITES = ["enqueue", "drain", "pickup", "scale", "pgbench", "io_llm", "e2e"]
 
 
@@ -38,14 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dsn", default=DEFAULT_DSN, help="server to use (databases atum_bench_* are "
                    "created and dropped on it); default %(default)s or ATUM_BENCH_DSN")
     p.add_argument("--suites", default=",".join(DEFAULT_SUITES),
-                   help=f"comma-separated, from {','.join(ALL_SUITES)} (profile is opt-in)")
+                   help=f"comma-separated, from {','.join(ALL_SUITES)}")
     p.add_argument("--systems", default="atum_ai,procrastinate,pgqueuer")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 run each, small sizes")
     p.add_argument("--runs", type=int, help="repetitions per measurement (default 3; quick 1)")
     p.add_argument("--drain-jobs", type=int, help="drain backlog (default 20,000)")
     p.add_argument("--bulk-jobs", type=int, help="bulk enqueue size (default 100,000)")
     p.add_argument("--scale-done", type=int, help="DONE rows at the largest scale (default 1,000,000)")
-    p.add_argument("--e2e-tickets", type=int, help="tickets for the end-to-end suite (default 200)")
+    p.add_argument("--e2e-tickets", type=int, help="tickets for the end-to-end suite (default 100; one run, it is slow)")
     p.add_argument("--out", default=str(RESULTS), help="where latest.json/latest.md go")
     p.add_argument("--no-save", action="store_true", help="print only")
     return p.parse_args(argv)
@@ -94,12 +94,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
         elif suite == "e2e":
             from bench.suites.ai import e2e_suite
 
-            rows += await e2e_suite(args.dsn, runs=1 if args.quick else min(runs, 3),
-                                    tickets=args.e2e_tickets or (50 if args.quick else 200))
-        elif suite == "profile":
-            from bench.suites.profile import profile_suite
-
-            rows += await profile_suite(args.dsn, Path(args.out), jobs=5_000 if args.quick else 20_000)
+            rows += await e2e_suite(args.dsn, runs=1, tickets=args.e2e_tickets or (20 if args.quick else 100))
         print(f"[bench] {suite} took {time.monotonic() - t0:.0f}s", flush=True)
     return rows
 

@@ -142,8 +142,10 @@ def server_version(dsn: str) -> str:
 
 # ---------------------------------------------------------------------------- processes
 def atum_env(url: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "ATUM_DATABASE_URL": url, "ATUM_NO_BUILTINS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # ATUM_BENCH_SRC: a different checkout of atum_ai to run the workers from (before/after).
+    src = os.environ.get("ATUM_BENCH_SRC", "")
+    path = os.pathsep.join(p for p in (src, str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "ATUM_DATABASE_URL": url, "ATUM_NO_BUILTINS": "1", "PYTHONPATH": path}
     env.update(extra)
     return env
 

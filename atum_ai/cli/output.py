@@ -16,7 +16,7 @@ from atum_ai.redact import redact_secrets
 
 # Piped output is read by people too (CI logs, `| less`): do not squeeze tables into 80 columns.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _default(o: Any) -> Any:

@@ -38,6 +38,13 @@ class MetricsResult(Result):
     organization_id: str
     day: str
     metrics: dict[str, Any]
+    # With an LLM configured: a short narrative for team leads. Kept out of ``metrics`` so
+    # the numbers stay deterministic however the model words them.
+    narrative: str | None = None
+
+
+class LLMNarrative(Result):
+    narrative: str = Field(min_length=1, max_length=800)
 
 
 class MetricsSnapshotHandler(Handler[MetricsPayload, MetricsResult]):
@@ -49,10 +56,16 @@ class MetricsSnapshotHandler(Handler[MetricsPayload, MetricsResult]):
 
     async def handle(self, payload: MetricsPayload, ctx: HandlerContext) -> HandlerResult[MetricsResult]:
         metrics = await ctx.repo.day_metrics(payload.day, payload.timezone)
-        return HandlerResult(
-            MetricsResult(organization_id=str(ctx.organization_id), day=payload.day.isoformat(),
-                          metrics=metrics),
-            [], {"source": "local", "model": "sql-aggregates"})
+        result = MetricsResult(organization_id=str(ctx.organization_id), day=payload.day.isoformat(),
+                               metrics=metrics)
+        audit: dict[str, Any] = {"source": "local", "model": "sql-aggregates"}
+        if ctx.llm is not None:
+            prompt = ctx.prompts.render(self.job_type, metrics=metrics)
+            # Aggregates carry no ticket text, so there is nothing personal to mask.
+            outcome = await ctx.llm.complete_structured(self.job_type, prompt, LLMNarrative, mask_pii=False)
+            result = result.model_copy(update={"narrative": outcome.value.narrative})
+            audit = {**outcome.audit(), "numbers_from": "sql-aggregates"}
+        return HandlerResult(result, [], audit)
 
     async def persist(self, conn: AsyncConnection[Any], job: Job, outcome: HandlerResult[MetricsResult]) -> None:
         r = outcome.result
@@ -63,3 +76,6 @@ class MetricsSnapshotHandler(Handler[MetricsPayload, MetricsResult]):
             " computed_at = EXCLUDED.computed_at",
             (job.organization_id, date.fromisoformat(r.day), Jsonb(r.metrics)),
         )
+        from atum_ai.handlers.common import record_llm_usage
+
+        await record_llm_usage(conn, job, outcome.audit)

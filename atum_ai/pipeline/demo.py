@@ -95,7 +95,6 @@ async def _drain(env: CommandEnv, org: uuid.UUID, concurrency: int, expected: in
 
 async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limit: int | None,
                    concurrency: int, show: int, as_json: bool) -> int:
-    from atum_ai.cli.pipeline_cmds import describe
     from atum_ai.local.kb_search import import_articles
     from atum_ai.pipeline.ingest import ensure_organization, ingest_event, parse_event
     from atum_ai.pipeline.suggestions import list_suggestions
@@ -176,12 +175,14 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
         tri, kbs, sla, rep = k.get("triage", {}), k.get("kb", {}), k.get("sla", {}), k.get("reply", {})
         label = lambda d, f: (d.get(f) or {}).get("label", "-")  # noqa: E731
         top = (kbs.get("articles") or [{}])[0]
-        first_line = next((ln for ln in (rep.get("draft") or "").splitlines() if ln.strip()), "-")
+        # The draft's first line is a greeting; show it with the sentence that follows.
+        lines = [ln.strip() for ln in (rep.get("draft") or "").splitlines() if ln.strip()]
+        first_line = " ".join(lines[:2]) if lines else "-"
         table.add_row(tid, label(tri, "language"), label(tri, "queue"), label(tri, "priority"),
                       (tri.get("sentiment") or {}).get("label", "-"),
                       f"{top.get('article_id', '-')} {top.get('title', '')[:40]}",
                       f"{sla.get('risk_band', '-')} {sla.get('breach_probability', 0):.0%}" if sla else "-",
-                      first_line[:60])
+                      first_line[:70])
     console.print(table)
     if snap:
         m = snap[0]
@@ -192,5 +193,4 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
     info(f"[bold]done[/bold]: {len(event_rows)} tickets, {jobs_total} jobs ({dead} DEAD) in "
          f"{t_pipeline:.1f} s of pipeline ({summary['tickets_per_second']} tickets/s), {elapsed:.1f} s in all")
     info(f"next: atum-ai suggestions --org {org} --ticket {event_rows[0]['id'] if event_rows else 'ID'}")
-    _ = describe
     return 0 if dead == 0 else 1

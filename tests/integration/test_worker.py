@@ -105,9 +105,6 @@ async def test_pool_too_small_is_a_config_error_naming_the_numbers(db_url):
     make_worker(small, db_url, concurrency=4)  # exactly enough is fine
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "atum_ai/cli/output.py: err_console = Console(stderr=True) has no soft_wrap, so rich wraps "
-    "the error at 80 columns into 3 lines; drop this marker once it passes soft_wrap=True"))
 def test_cli_worker_refuses_a_pool_smaller_than_concurrency_in_one_line(db_url):
     proc = run_atum(db_url, "worker", "--concurrency", "50", "--pool-size", "10")
     assert proc.returncode == 2
