@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     job_timeouts: dict[str, float] = Field(default_factory=dict, description="Per job type.")
     pool_size: int | None = None
     retention_days: float = 14.0
+    # How often each worker rescues expired leases (and, every purge interval, purges by
+    # retention). Short values are for tests and small deployments that want fast recovery.
+    maintenance_interval_seconds: float = Field(default=5.0, gt=0)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
     metrics_cron: str = "15 0 * * *"
     metrics_timezone: str = "UTC"
 

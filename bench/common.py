@@ -198,7 +198,9 @@ def spawn(cmd: Sequence[str], env: dict[str, str], name: str) -> Proc:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{name}.log"
     fh = open(log_path, "wb")  # noqa: SIM115 - lives as long as the child
-    p = subprocess.Popen(list(cmd), env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
+    # `python -m` puts the working directory first on sys.path: run from ATUM_BENCH_SRC when set.
+    cwd = env.get("ATUM_BENCH_SRC") or str(ROOT)
+    p = subprocess.Popen(list(cmd), env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd)
     return Proc(p, log_path=log_path)
 
 

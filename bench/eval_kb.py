@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
-import re
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from atum_ai.evaluation import PyBm25, retrieval_metrics
 from atum_ai.local.kb_search import (
     DEFAULT_PARAMS,
     Bm25Params,
@@ -47,7 +45,6 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "kb"
 DEFAULT_ADMIN_DSN = os.environ.get(
     "ATUM_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-KS = (1, 3, 5)
 
 
 def load_jsonl(path: Path) -> list[dict]:
@@ -55,108 +52,9 @@ def load_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-def evaluate(ranked: Sequence[Sequence[str]], gold: Sequence[str]) -> dict[str, float]:
-    n = len(gold)
-    out = {f"R@{k}": sum(g in r[:k] for r, g in zip(ranked, gold)) / n for k in KS}
-    out["MRR"] = sum(1 / (r.index(g) + 1) if g in r else 0.0 for r, g in zip(ranked, gold)) / n
-    return out
-
-
-# --------------------------------------------------------------------------- py-bm25 baseline
-
-_TOKEN = re.compile(r"\w+")
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-        "can",
-        "do",
-        "does",
-        "did",
-    ]
-)
-
-
-def _tokens(text: str) -> list[str]:
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
-
-
-class PyBm25:
-    """Okapi BM25, the textbook formula, for comparison only."""
-
-    def __init__(self, docs: dict[str, str], k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tf = {doc_id: Counter(_tokens(text)) for doc_id, text in docs.items()}
-        self.len = {d: sum(c.values()) for d, c in self.tf.items()}
-        self.avgdl = sum(self.len.values()) / max(len(self.len), 1)
-        df: Counter[str] = Counter()
-        for c in self.tf.values():
-            df.update(c.keys())
-        n = len(self.tf)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-
-    def search(self, query: str, k: int) -> list[str]:
-        scores: Counter[str] = Counter()
-        for t in set(_tokens(query)):
-            idf = self.idf.get(t)
-            if idf is None:
-                continue
-            for d, c in self.tf.items():
-                f = c.get(t)
-                if f:
-                    norm = self.k1 * (1 - self.b + self.b * self.len[d] / self.avgdl)
-                    scores[d] += idf * f * (self.k1 + 1) / (f + norm)
-        return [d for d, _ in scores.most_common(k)]
+# Metrics and the py-bm25 baseline live in atum_ai.evaluation (shared with `atum-ai eval`):
+# evaluate() = retrieval_metrics (R@1/3/5, MRR); PyBm25 = Okapi BM25, k1=1.2, b=0.75, no stemming.
+evaluate = retrieval_metrics
 
 
 # --------------------------------------------------------------------------- runners

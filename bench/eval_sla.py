@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
-import random
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +37,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from atum_ai.evaluation import (
+    auroc,
+    auroc_ci,
+    brier,
+    mae,
+    priority_median_baseline,
+    priority_rate_baseline,
+    time_split,
+)
 from atum_ai.local.sla_import import read_servicenow_incident_log  # noqa: E402
 from atum_ai.local.sla_model import (  # noqa: E402
     SlaFeatures,
@@ -49,47 +56,11 @@ from atum_ai.local.sla_model import (  # noqa: E402
 )
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sla"
-TRAIN_FRACTION = 0.7
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def auroc(y: Sequence[bool], p: Sequence[float]) -> float:
-    """Mann-Whitney AUROC with tie handling (average ranks)."""
-    pairs = sorted(zip(p, y, strict=True))
-    ranks = [0.0] * len(pairs)
-    i = 0
-    while i < len(pairs):
-        j = i
-        while j + 1 < len(pairs) and pairs[j + 1][0] == pairs[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[k] = (i + j) / 2 + 1
-        i = j + 1
-    n_pos = sum(1 for _, label in pairs if label)
-    n_neg = len(pairs) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    rank_sum = sum(r for r, (_, label) in zip(ranks, pairs, strict=True) if label)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def brier(y: Sequence[bool], p: Sequence[float]) -> float:
-    return sum((pi - float(yi)) ** 2 for yi, pi in zip(y, p, strict=True)) / len(y)
-
-
-def auroc_ci(y: Sequence[bool], p: Sequence[float], *, n: int = 1000, seed: int = 7) -> tuple[float, float]:
-    rng = random.Random(seed)
-    idx = range(len(y))
-    values = []
-    for _ in range(n):
-        sample = [rng.choice(idx) for _ in idx]
-        value = auroc([y[i] for i in sample], [p[i] for i in sample])
-        if not math.isnan(value):
-            values.append(value)
-    values.sort()
-    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
+# auroc, brier, auroc_ci, mae, the priority baselines and the time split live in
+# atum_ai.evaluation (shared with `atum-ai eval`).
 
 
 def calibration_table(y: Sequence[bool], p: Sequence[float], bins: int = 5) -> list[dict[str, float]]:
@@ -109,41 +80,7 @@ def calibration_table(y: Sequence[bool], p: Sequence[float], bins: int = 5) -> l
     return rows
 
 
-def mae(actual: Sequence[float], predicted: Sequence[float]) -> float:
-    return sum(abs(a - b) for a, b in zip(actual, predicted, strict=True)) / len(actual)
-
-
-# --------------------------------------------------------------------------- baselines
-
-
-def priority_rate_baseline(train: Sequence[SlaRecord], strength: float = 5.0) -> Callable[[SlaRecord], float]:
-    overall = sum(r.breached for r in train) / len(train)
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in train:
-        counts[r.priority][0] += int(r.breached)
-        counts[r.priority][1] += 1
-    rates = {p: (k + strength * overall) / (n + strength) for p, (k, n) in counts.items()}
-    return lambda r: rates.get(r.priority, overall)
-
-
-def priority_median_baseline(train: Sequence[SlaRecord]) -> Callable[[SlaRecord], float]:
-    hours: dict[str, list[float]] = defaultdict(list)
-    for r in train:
-        if r.resolution_hours is not None:
-            hours[r.priority].append(r.resolution_hours)
-    everything = [h for v in hours.values() for h in v]
-    overall = statistics.median(everything)
-    medians = {p: statistics.median(v) for p, v in hours.items() if len(v) >= 5}
-    return lambda r: medians.get(r.priority, overall)
-
-
 # --------------------------------------------------------------------------- protocol
-
-
-def time_split(records: Sequence[SlaRecord], fraction: float = TRAIN_FRACTION) -> tuple[list, list]:
-    ordered = sorted(records, key=lambda r: (r.opened_at, r.ticket_id or ""))
-    cut = int(round(fraction * len(ordered)))
-    return ordered[:cut], ordered[cut:]
 
 
 def rolling_folds(train: Sequence[SlaRecord]) -> list[tuple[list[SlaRecord], list[SlaRecord]]]:

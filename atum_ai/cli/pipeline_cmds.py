@@ -18,9 +18,10 @@ from atum_ai.cli.runner import CommandEnv
 from atum_ai.errors import AtumError, ValidationError
 
 
-def _progress() -> Progress:
+def _progress(*, disable: bool = False) -> Progress:
+    # Disabled under --json: the bar is drawn on stdout, where it would corrupt the document.
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+                    TimeElapsedColumn(), console=console, transient=False, disable=disable)
 
 
 def _file(path: str, field: str) -> Path:
@@ -46,7 +47,7 @@ async def cmd_ingest(env: CommandEnv, args: argparse.Namespace) -> int:
         if tx:
             await tx.__aenter__()
         try:
-            with _progress() as progress:
+            with _progress(disable=args.json) as progress:
                 task = progress.add_task(f"ingest {path.name}", total=len(lines))
                 for n, line in enumerate(lines, 1):
                     progress.advance(task)

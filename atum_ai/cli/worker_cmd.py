@@ -24,6 +24,8 @@ def worker_config(env: CommandEnv, args: argparse.Namespace) -> WorkerConfig:
         job_timeouts=dict(s.job_timeouts),
         burst=args.burst,
         retention=timedelta(days=s.retention_days) if s.retention_days > 0 else None,
+        maintenance_interval=s.maintenance_interval_seconds,
+        purge_interval=s.purge_interval_seconds,
         metrics_port=args.metrics_port,
     )
 

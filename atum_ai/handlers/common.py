@@ -36,8 +36,9 @@ class ScoredLabel(Result):
 
 
 def scored(label: str, confidence: float) -> ScoredLabel:
-    c = max(0.0, min(1.0, float(confidence)))
-    return ScoredLabel(label=label, confidence=round(c, 4), band=band_for(c))
+    # Band from the stored (rounded) value, so that band == band_for(confidence) always holds.
+    c = round(max(0.0, min(1.0, float(confidence))), 4)
+    return ScoredLabel(label=label, confidence=c, band=band_for(c))
 
 
 class _ModelCache:

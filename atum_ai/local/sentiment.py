@@ -124,10 +124,11 @@ def _vader() -> tuple[object, str]:
     version = getattr(vs, "__version__", None)
     if version is None:
         try:
+            from importlib.metadata import PackageNotFoundError
             from importlib.metadata import version as pkg_version
 
             version = pkg_version("vaderSentiment")
-        except Exception:  # pragma: no cover - metadata missing in an odd install
+        except PackageNotFoundError:  # pragma: no cover - metadata missing in an odd install
             version = "?"
     analyzer = vs.SentimentIntensityAnalyzer()
     for term in HELPDESK_NEUTRAL_TERMS:

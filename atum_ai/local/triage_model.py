@@ -41,8 +41,8 @@ import scipy.sparse as sp
 import sklearn
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.svm import LinearSVC
 
 from atum_ai.errors import AtumError
 from atum_ai.local.confidence import ConfidenceBand, clamp_confidence, confidence_band
@@ -111,15 +111,15 @@ class FieldPrediction:
 class TriageConfig:
     """Hyper-parameters. The defaults were picked by ``bench/eval_triage.py`` (5-fold CV)."""
 
-    word_ngram_range: tuple[int, int] = (1, 2)
+    word_ngram_range: tuple[int, int] = (1, 3)
     char_ngram_range: tuple[int, int] = (2, 5)
-    min_df: int = 2
+    min_df: int = 1
     max_df: float = 0.9
     sublinear_tf: bool = True
     max_word_features: int | None = 100_000
     max_char_features: int | None = 150_000
     # Inverse regularization strength per field; fields not listed use ``C``.
-    C: float = 2.0
+    C: float = 5.0
     field_C: tuple[tuple[str, float], ...] = ()
     class_weight: str | None = "balanced"
     # "logreg" (multinomial logistic regression) or "linear_svc" (one-vs-rest, squared hinge);
@@ -158,7 +158,7 @@ class TriageModelMetadata:
 # --------------------------------------------------------------------------------------
 
 _CONTROL_TRANSLATION: Final = {
-    cp: " " for cp in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)
+    cp: " " for cp in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)
 }
 
 
@@ -346,7 +346,7 @@ def _fit_biases(scores: np.ndarray, y_idx: np.ndarray, passes: int = 2) -> np.nd
     """Per-class offsets added to the scores that maximize macro-F1 (coordinate ascent on a
     grid). Balanced class weights get most of the way; this mops up what remains, e.g. a
     class the model under-predicts. Offsets stay small: the grid spans +-1 score std."""
-    n, k = scores.shape
+    k = scores.shape[1]
     biases = np.zeros(k)
     grid = np.linspace(-1.0, 1.0, 21) * float(np.std(scores))
     best = _macro_f1(y_idx, np.argmax(scores, axis=1), k)
@@ -623,7 +623,8 @@ class TriageModel:
         try:
             state = pickle.loads(zlib.decompress(bytes(blob[start:])))
             return cls(state["featurizer"], state["classifiers"], state["metadata"])
-        except Exception as exc:  # truncated or corrupt body
+        except (zlib.error, pickle.UnpicklingError, EOFError, KeyError, TypeError,
+                AttributeError, ImportError, ValueError) as exc:  # truncated or corrupt body
             raise ModelFormatError(f"corrupt triage model body: {exc}") from None
 
     def with_metadata(self, **changes: Any) -> TriageModel:

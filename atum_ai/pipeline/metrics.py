@@ -46,6 +46,8 @@ SELECT
      FROM t WHERE resolved_at >= %(start)s AND resolved_at < %(end)s) AS median_resolution_minutes
 """
 
+# The snapshot's own jobs are left out: otherwise each snapshot (and each recomputation of
+# the same day) would count itself, and recomputing a day would never give the same numbers.
 _JOBS = """
 SELECT q.job_type, e.event_type, count(*) AS n,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY (e.data->>'duration_ms')::float8) AS p50,
@@ -54,6 +56,7 @@ SELECT q.job_type, e.event_type, count(*) AS n,
  WHERE e.organization_id = %(org)s AND q.organization_id = %(org)s
    AND e.created_at >= %(start)s AND e.created_at < %(end)s
    AND e.event_type IN ('ENQUEUED', 'SUCCEEDED', 'RETRY_SCHEDULED', 'DEAD', 'CANCELLED', 'RECOVERED')
+   AND q.job_type <> 'METRICS_SNAPSHOT'
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 

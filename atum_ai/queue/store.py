@@ -362,19 +362,23 @@ class JobStore:
         organization_id: uuid.UUID | None = None,
         reason: str = "cancelled",
     ) -> CancelOutcome:
-        async with conn.transaction():
-            cur = await conn.execute(
-                QUERIES["job_cancel"],
-                {"id": job_id, "organization_id": organization_id,
-                 "reason": sanitize_error(reason), "now": self.clock.now()},
-            )
-            row = await cur.fetchone()
-            if row is None:
+        for _ in range(5):
+            async with conn.transaction():
+                cur = await conn.execute(
+                    QUERIES["job_cancel"],
+                    {"id": job_id, "organization_id": organization_id,
+                     "reason": sanitize_error(reason), "now": self.clock.now()},
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    return CancelOutcome(row[0], JobStatus(row[1]), JobStatus(row[2]))
                 job = await self.get(conn, job_id, organization_id=organization_id)
                 if job is None:
                     raise JobNotFoundError(f"no job {job_id}")
-                return CancelOutcome(job.id, job.status, job.status)
-        return CancelOutcome(row[0], JobStatus(row[1]), JobStatus(row[2]))
+                if job.status not in (JobStatus.PENDING, JobStatus.FAILED, JobStatus.RUNNING):
+                    return CancelOutcome(job.id, job.status, job.status)
+            # A worker moved the job between our read and our update: look again.
+        return CancelOutcome(job.id, job.status, job.status)
 
     async def requeue(
         self, conn: AsyncConnection[Any], job_id: uuid.UUID, *, organization_id: uuid.UUID | None = None

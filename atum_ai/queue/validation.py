@@ -117,7 +117,8 @@ def check_job_fields(job: NewJob) -> None:
     if job.dedupe_key is not None:
         if not job.dedupe_key or len(job.dedupe_key) > MAX_DEDUPE_KEY_CHARS:
             raise ValidationError(f"must be 1-{MAX_DEDUPE_KEY_CHARS} characters", field="dedupe_key")
-        _check_text(job.dedupe_key, ["dedupe_key"])
+        if "\x00" in job.dedupe_key:
+            raise ValidationError("contains a NUL character (U+0000)", field="dedupe_key")
     if job.run_after is not None and (
         not isinstance(job.run_after, datetime) or job.run_after.utcoffset() is None
     ):

@@ -185,6 +185,7 @@ class Worker:
         self._release_now = asyncio.Event()
         self._signals = 0
         self._listener_connects = 0
+        self._reconnected = asyncio.Event()  # the listener got back in: the database is up
         self._pool_check: asyncio.Task[None] | None = None
         self.processed = 0
         self._log = ContextAdapter(log, {"worker_id": str(self.worker_id)})
@@ -268,6 +269,7 @@ class Worker:
         except Exception as exc:  # the claim loop reports outages; just note it
             self._log.info("pool check after reconnect failed", extra={
                 "error": sanitize_error(exc, 200)})
+        self._reconnected.set()
         self._wake.set()
 
     def _lookahead(self) -> int:
@@ -317,7 +319,9 @@ class Worker:
                     self._log.warning("claim failed; retrying with backoff", extra={
                         "error": sanitize_error(exc, 300), "failures": failures,
                         "retry_in": round(delay, 2)})
-                await self._sleep_unless_stopping(delay)
+                if not self._reconnected.is_set():
+                    await self._backoff(delay)
+                self._reconnected.clear()
                 continue
             self._backlog = len(jobs) == want
             now = time.monotonic()
@@ -356,10 +360,18 @@ class Worker:
         except (psycopg.OperationalError, OSError):
             pass  # their leases expire and recovery counts the attempt
 
-    async def _sleep_unless_stopping(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stopping.wait()
+    async def _backoff(self, delay: float) -> None:
+        """Sleep out a failed claim's backoff, cut short by a stop or by the listener getting
+        back in: the database is up again, so new work must not wait out a backoff of up to
+        15 s. (A NOTIFY alone does not end it: an overloaded database is not hit once per
+        notification.)"""
+        stop = asyncio.ensure_future(self._stopping.wait())
+        back = asyncio.ensure_future(self._reconnected.wait())
+        try:
+            await asyncio.wait({stop, back}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            back.cancel()
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")

@@ -43,7 +43,8 @@ async def already_fired(conn: AsyncConnection[Any], schedule: Schedule, slot: da
                        (schedule.name, slot))
 
 
-async def fires(conn: AsyncConnection[Any], schedule: Schedule = NIGHTLY) -> list[tuple[datetime, datetime]]:
+async def fires(conn: AsyncConnection[Any],
+                schedule: Schedule = NIGHTLY) -> list[tuple[datetime, datetime]]:
     cur = await conn.execute(
         "SELECT fire_time, fired_at FROM job_schedule_fires WHERE schedule_name = %s ORDER BY 1",
         (schedule.name,))
@@ -81,7 +82,8 @@ async def test_two_workers_over_a_night_enqueue_one_snapshot_per_active_org(conn
     workers = [JobStore(clock), JobStore(clock)]  # two workers, each on its own connection
     outcomes: list[int | None] = []
     while clock.now() < at(D + timedelta(days=1), 6):
-        outcomes += await asyncio.gather(*(fire_due(c, s, NIGHTLY) for c, s in zip(two_conns, workers)))
+        outcomes += await asyncio.gather(
+            *(fire_due(c, s, NIGHTLY) for c, s in zip(two_conns, workers, strict=True)))
         clock.advance(timedelta(minutes=5))
 
     assert sorted(o for o in outcomes if o is not None) == [3]  # one fire, three jobs
@@ -156,11 +158,13 @@ async def test_purging_finished_jobs_does_not_reopen_a_fired_slot(conn):
 
 
 async def test_slot_and_day_follow_the_configured_timezone(conn):
-    new_york = metrics_schedule(Settings(metrics_cron="15 0 * * *", metrics_timezone="America/New_York"))
+    new_york = metrics_schedule(
+        Settings(metrics_cron="15 0 * * *", metrics_timezone="America/New_York"))
     day = date(2026, 1, 14)  # EST, UTC-5: local 00:15 on Jan 15 is 05:15 UTC
     late_evening, day_before = uuid.uuid4(), uuid.uuid4()
-    await ticket_touched(conn, late_evening, datetime(2026, 1, 15, 3, 0, tzinfo=UTC))  # Jan 14, 22:00 local
-    await ticket_touched(conn, day_before, datetime(2026, 1, 14, 4, 0, tzinfo=UTC))  # Jan 13, 23:00 local
+    # Jan 14, 22:00 local, and Jan 13, 23:00 local:
+    await ticket_touched(conn, late_evening, datetime(2026, 1, 15, 3, 0, tzinfo=UTC))
+    await ticket_touched(conn, day_before, datetime(2026, 1, 14, 4, 0, tzinfo=UTC))
     await already_fired(conn, new_york, datetime(2026, 1, 14, 5, 15, tzinfo=UTC))
 
     clock = FrozenClock(datetime(2026, 1, 15, 5, 14, tzinfo=UTC))

@@ -22,7 +22,10 @@ from atum_ai.queue.migrate import migrate
 from atum_ai.queue.models import Job, JobEvent, JobStatus, NewJob
 from atum_ai.queue.store import JobStore
 from atum_ai.testing.pg import TemporaryCluster, _pg_bin, free_port, with_database
-from tests.support.processes import WorkerFactory, wait_until, worker_processes  # noqa: F401
+from tests.support import processes
+from tests.support.processes import WorkerFactory, wait_until
+
+worker_processes = processes.worker_processes  # the fixture, for the tests below
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +83,8 @@ async def test_sigkilled_workers_jobs_are_recovered_by_another_worker_and_run_ag
     assert a.wait(10) == -signal.SIGKILL
     assert all(j.status == JobStatus.RUNNING for j in await jobs(conn, ids))  # nobody released them
 
-    b = worker_processes.start(db_url, "--concurrency", "4", "--lease", "2")
+    b = worker_processes.start(db_url, "--concurrency", "4", "--lease", "3",
+                               env={"ATUM_MAINTENANCE_INTERVAL_SECONDS": "1"})
     b_id = uuid.UUID(await b.wait_ready())
     done = await wait_until(all_in(conn, ids, JobStatus.DONE, JobStatus.DEAD), 40,
                             what="the recovered jobs to finish", log=b.log_text)
@@ -102,8 +106,8 @@ async def test_sigkilled_workers_jobs_are_recovered_by_another_worker_and_run_ag
 # ---------------------------------------------------------------------------- drain
 async def test_sigterm_finishes_what_fits_in_the_grace_and_releases_the_rest(
         conn, db_url, org, worker_processes: WorkerFactory):
-    lease, grace = 2.0, 6.0
-    short = [await enqueue(conn, org, "TEST_SLEEP", {"seconds": 3, "n": i}) for i in range(2)]
+    lease, grace = 3.0, 6.5
+    short = [await enqueue(conn, org, "TEST_SLEEP", {"seconds": 2.5, "n": i}) for i in range(2)]
     long = [await enqueue(conn, org, "TEST_SLEEP", {"seconds": 120, "n": i}) for i in range(2)]
     w = worker_processes.start(db_url, "--concurrency", "4", "--lease", str(lease),
                                "--grace", str(grace))
@@ -130,7 +134,8 @@ async def test_sigterm_finishes_what_fits_in_the_grace_and_releases_the_rest(
 
     for job in await jobs(conn, short):
         assert job.status == JobStatus.DONE and job.retry_count == 0
-        assert [e.event_type for e in await events(conn, job.id)] == ["ENQUEUED", "CLAIMED", "SUCCEEDED"]
+        kinds = [e.event_type for e in await events(conn, job.id)]
+        assert kinds == ["ENQUEUED", "CLAIMED", "SUCCEEDED"]
     for job in await jobs(conn, long):
         assert job.status == JobStatus.PENDING and job.retry_count == 0
         assert job.locked_by is None and job.locked_at is None and job.last_error is None
@@ -145,7 +150,7 @@ async def test_sigterm_finishes_what_fits_in_the_grace_and_releases_the_rest(
 
 async def test_a_second_signal_releases_at_once(conn, db_url, org, worker_processes: WorkerFactory):
     long = [await enqueue(conn, org, "TEST_SLEEP", {"seconds": 120, "n": i}) for i in range(2)]
-    w = worker_processes.start(db_url, "--concurrency", "2", "--lease", "2", "--grace", "60")
+    w = worker_processes.start(db_url, "--concurrency", "2", "--lease", "3", "--grace", "60")
     await w.wait_ready()
     await wait_until(all_in(conn, long, JobStatus.RUNNING), 20, what="2 running jobs")
     w.send(signal.SIGTERM)
@@ -177,7 +182,8 @@ async def test_systemd_notify_ready_watchdog_and_stopping(db_url, worker_process
         w.send(signal.SIGTERM)
         assert await w.wait_async(20) == 0
         read()
-    assert received.index("READY=1") < received.index(next(m for m in received if m.startswith("STOPPING=1")))
+    stopping = next(i for i, m in enumerate(received) if m.startswith("STOPPING=1"))
+    assert received.index("READY=1") < stopping
 
 
 # ---------------------------------------------------------------------------- timeouts
@@ -275,15 +281,17 @@ async def test_after_a_postgresql_restart_an_idle_worker_picks_up_new_work_throu
 
 # ---------------------------------------------------------------------------- pickup latency
 async def test_idle_pickup_latency_over_100_jobs(conn, db_url, org, worker_processes: WorkerFactory,
-                                                 record_property):
-    w = worker_processes.start(db_url, "--concurrency", "4", env={"ATUM_POLL_INTERVAL_SECONDS": "2"})
+                                                 record_property, capsys):
+    w = worker_processes.start(db_url, "--concurrency", "4",
+                               env={"ATUM_POLL_INTERVAL_SECONDS": "2"})
     await w.wait_ready()
     await wait_until(lambda: listening_backends(conn), 20, what="the worker to LISTEN")
     latencies = []
     for i in range(100):
         enqueued = time.time()
         job_id = await enqueue(conn, org, "TEST_NOOP", {"n": i})
-        started = await wait_until(lambda: started_at(conn, job_id), 10, interval=0.002,
+        started = await wait_until(lambda job_id=job_id: started_at(conn, job_id), 10,
+                                   interval=0.002,
                                    what=f"job {i} to run", log=w.log_text)
         latencies.append(started - enqueued)
     w.send(signal.SIGTERM)
@@ -292,8 +300,10 @@ async def test_idle_pickup_latency_over_100_jobs(conn, db_url, org, worker_proce
     median = statistics.median(latencies)
     p95 = sorted(latencies)[94]
     record_property("pickup_latency_median_ms", round(median * 1000, 2))
-    print(f"\nidle pickup latency over 100 jobs (enqueue -> handler start): median "
-          f"{median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+    with capsys.disabled():  # shown in every run, not only with -s
+        print(f"\nidle pickup latency over 100 jobs (enqueue -> handler start): median "
+              f"{median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+              f"max {max(latencies) * 1000:.1f} ms")
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
 
 
@@ -325,12 +335,16 @@ async def test_burst_process_drains_exits_0_and_logs_one_json_line_per_outcome(
 
 
 # ---------------------------------------------------------------------------- metrics
-async def test_metrics_port_serves_prometheus_metrics(conn, db_url, org, worker_processes: WorkerFactory):
-    port = free_port()
-    w = worker_processes.start(db_url, "--concurrency", "3", "--metrics-port", str(port))
-    await w.wait_ready()
+async def test_metrics_port_serves_prometheus_metrics(
+        conn, db_url, org, worker_processes: WorkerFactory):
     ids = [await enqueue(conn, org, "TEST_NOOP", {"n": i}) for i in range(3)]
     ids.append(await enqueue(conn, org, "TEST_FAIL", {"permanent": True}))
+    port = free_port()
+    # Queued before the start, so they are finished by the first queue-depth sample (the
+    # maintenance loop takes one on its first run, then every 15 s).
+    w = worker_processes.start(db_url, "--concurrency", "3", "--metrics-port", str(port),
+                               env={"ATUM_MAINTENANCE_INTERVAL_SECONDS": "1"})
+    await w.wait_ready()
     await wait_until(all_in(conn, ids, JobStatus.DONE, JobStatus.DEAD), 20, what="the jobs")
 
     def scrape() -> str:

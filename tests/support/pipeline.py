@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,24 @@ def fixture_taxonomy() -> dict[str, dict[str, str]]:
 def local_settings(**overrides: Any) -> Settings:
     """Settings with no LLM, whatever the environment says (init kwargs win over env)."""
     return Settings(llm_base_url=None, llm_model=None, llm_api_key=None, **overrides)
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    """``atum_ai.cli.main(argv)`` in-process, then put logging back as it was: the CLI installs
+    its own root handler on the stderr of the moment (pytest's capture, closed after the test),
+    which would otherwise outlive the test and log into a closed stream."""
+    from atum_ai.cli import main
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level,
+             {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "openai", "psycopg.pool")})
+    try:
+        return main(list(argv))
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
 
 
 def store_for(settings: Settings, registry: Registry, clock: Clock | None = None) -> JobStore:

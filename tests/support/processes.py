@@ -1,8 +1,8 @@
 """Start and stop real ``atum-ai worker`` processes for tests, and wait for conditions.
 
 Workers run as ``python -m atum_ai --log-json --plugin tests.support.handlers:ALL worker ...``
-with ``ATUM_NO_BUILTINS=1`` (only the test handlers), their stderr going to a file so a
-chatty worker can never block on a full pipe. The ``worker_processes`` fixture kills, by
+with ``ATUM_NO_BUILTINS=1`` (only the test handlers), their output going to a file (under
+pytest's basetemp) so a chatty worker can never block on a full pipe. The ``worker_processes`` fixture kills, by
 pid, every worker a test started and did not reap itself.
 """
 
@@ -61,7 +61,8 @@ def run_atum(db_url: str, *args: str, env: Mapping[str, str] | None = None,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run one short ``atum-ai`` command to completion."""
     return subprocess.run(atum_command(*args, log_json=False), env=atum_env(db_url, env),
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 @dataclass
@@ -105,7 +106,8 @@ class WorkerProcess:
         return await wait_until(lambda: self.proc.poll(), timeout, interval=0.05,
                                 what=f"worker pid {self.pid} to exit", accept_zero=True)
 
-    async def wait_for_record(self, msg: str, timeout: float = 20, count: int = 1) -> list[dict[str, Any]]:
+    async def wait_for_record(self, msg: str, timeout: float = 20,
+                              count: int = 1) -> list[dict[str, Any]]:
         def found() -> list[dict[str, Any]] | None:
             if not self.alive() and len(self.records(msg)) < count:
                 raise AssertionError(f"worker exited ({self.proc.returncode}) before logging "
@@ -128,9 +130,9 @@ class WorkerProcess:
 
 
 class WorkerFactory:
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path | None = None) -> None:
         self.started: list[WorkerProcess] = []
-        self._dir = Path(tempfile.mkdtemp(prefix="atum-workers-"))
+        self._dir = log_dir or Path(tempfile.mkdtemp(prefix="atum-workers-"))
 
     def start(self, db_url: str, *worker_args: str, env: Mapping[str, str] | None = None,
               schedules: bool = False) -> WorkerProcess:
@@ -152,8 +154,9 @@ class WorkerFactory:
 
 
 @pytest.fixture
-def worker_processes() -> Iterator[WorkerFactory]:
-    factory = WorkerFactory()
+def worker_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFactory]:
+    # Logs go under pytest's basetemp, which keeps the last few runs for a post-mortem.
+    factory = WorkerFactory(tmp_path_factory.mktemp("workers"))
     try:
         yield factory
     finally:

@@ -132,20 +132,36 @@ SELECT * FROM claimed ORDER BY rn, c_priority DESC, c_run_after;
 
 -- name: job_heartbeat
 -- Renew the lease of the jobs this worker holds; rows not returned are no longer ours.
-UPDATE job_queue SET locked_at = %(now)s
- WHERE id = ANY(%(ids)s::uuid[]) AND locked_by = %(worker_id)s AND status = 'RUNNING'
-RETURNING id, cancel_requested;
+-- Rows are locked in id order, as job_complete and job_release lock them: the same worker's
+-- heartbeat and batch completion touch the same rows at once, and locking them in two
+-- different orders deadlocked (the completion batch was rolled back and retried).
+WITH mine AS MATERIALIZED (
+    SELECT id FROM job_queue
+     WHERE id = ANY(%(ids)s::uuid[]) AND locked_by = %(worker_id)s AND status = 'RUNNING'
+     ORDER BY id
+       FOR UPDATE
+)
+UPDATE job_queue j SET locked_at = %(now)s
+  FROM mine m
+ WHERE j.id = m.id AND j.locked_by = %(worker_id)s AND j.status = 'RUNNING'
+RETURNING j.id, j.cancel_requested;
 
 -- name: job_complete
 -- Fenced batch completion: DONE + result + SUCCEEDED event for the rows this worker still holds.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(results)s::jsonb[], %(audits)s::jsonb[])
         AS t(id, result, audit)
+), mine AS MATERIALIZED (
+    -- Lock in id order first (see job_heartbeat): no deadlock with our own heartbeat.
+    SELECT id FROM job_queue
+     WHERE id = ANY(%(ids)s::uuid[]) AND locked_by = %(worker_id)s AND status = 'RUNNING'
+     ORDER BY id
+       FOR UPDATE
 ), done AS (
     UPDATE job_queue j
        SET status = 'DONE', result = i.result, locked_at = NULL, cancel_requested = false,
            updated_at = %(now)s
-      FROM input i
+      FROM input i JOIN mine m ON m.id = i.id
      WHERE j.id = i.id AND j.locked_by = %(worker_id)s AND j.status = 'RUNNING'
     RETURNING j.id, j.organization_id, j.retry_count
 ), ev AS (
@@ -182,12 +198,19 @@ SELECT id, status, retry_count, run_after FROM upd;
 
 -- name: job_release
 -- Fenced release at shutdown: back to PENDING without counting an attempt (RELEASED).
-WITH upd AS (
-    UPDATE job_queue
+WITH mine AS MATERIALIZED (
+    -- Lock in id order first (see job_heartbeat).
+    SELECT id FROM job_queue
+     WHERE id = ANY(%(ids)s::uuid[]) AND locked_by = %(worker_id)s AND status = 'RUNNING'
+     ORDER BY id
+       FOR UPDATE
+), upd AS (
+    UPDATE job_queue j
        SET status = 'PENDING', locked_by = NULL, locked_at = NULL, cancel_requested = false,
            updated_at = %(now)s
-     WHERE id = ANY(%(ids)s::uuid[]) AND locked_by = %(worker_id)s AND status = 'RUNNING'
-    RETURNING id, organization_id, retry_count, job_type
+      FROM mine m
+     WHERE j.id = m.id AND j.locked_by = %(worker_id)s AND j.status = 'RUNNING'
+    RETURNING j.id, j.organization_id, j.retry_count, j.job_type
 ), ev AS (
     INSERT INTO job_events (job_id, organization_id, event_type, from_status, to_status, worker_id,
                             attempt, message, created_at)
@@ -240,13 +263,17 @@ WITH target AS (
      WHERE id = %(id)s AND (%(organization_id)s::uuid IS NULL OR organization_id = %(organization_id)s)
      FOR UPDATE
 ), upd AS (
+    -- Decide on j.status (the row version being updated) and require it to equal what the
+    -- CTE read: under a concurrent claim/release the two can differ, and deciding on a stale
+    -- t.status once made a released row 'RUNNING' without a lock (a CHECK violation). On a
+    -- mismatch nothing changes and JobStore.cancel tries again.
     UPDATE job_queue j
-       SET status = CASE WHEN t.status = 'RUNNING' THEN 'RUNNING' ELSE 'DEAD' END,
-           cancel_requested = (t.status = 'RUNNING'),
-           last_error = CASE WHEN t.status = 'RUNNING' THEN j.last_error ELSE 'cancelled' END,
+       SET status = CASE WHEN j.status = 'RUNNING' THEN 'RUNNING' ELSE 'DEAD' END,
+           cancel_requested = (j.status = 'RUNNING'),
+           last_error = CASE WHEN j.status = 'RUNNING' THEN j.last_error ELSE 'cancelled' END,
            updated_at = %(now)s
       FROM target t
-     WHERE j.id = t.id AND t.status IN ('PENDING', 'FAILED', 'RUNNING')
+     WHERE j.id = t.id AND j.status = t.status AND j.status IN ('PENDING', 'FAILED', 'RUNNING')
     RETURNING j.id, j.organization_id, t.status AS from_status, j.status AS to_status,
               j.retry_count
 ), ev AS (
