@@ -79,6 +79,16 @@ class TicketEvent(BaseModel):
     def _tags_ok(cls, v: list[str]) -> list[str]:
         return [t for t in (_no_nul(x) for x in v) if t]
 
+    @field_validator("labels")
+    @classmethod
+    def _labels_ok(cls, v: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        # Stored as jsonb, which refuses U+0000 (and psycopg cannot encode lone surrogates):
+        # without this check such a label failed in the database, not here.
+        for key, value in (v or {}).items():
+            _no_nul(key)
+            _no_nul(value)
+        return v
+
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:

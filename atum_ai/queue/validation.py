@@ -20,6 +20,7 @@ from atum_ai.queue.models import JOB_TYPE_RE, MAX_DEDUPE_KEY_CHARS, NewJob
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_DEPTH = 64
+MAX_INT_BITS = 1024
 
 
 class PayloadValidator(Protocol):
@@ -41,7 +42,13 @@ def _normalise(value: Any, parts: list[str | int], depth: int) -> Any:
     """Return a JSON-ready copy, raising on anything PostgreSQL would reject."""
     if depth > MAX_DEPTH:
         raise PayloadValidationError(f"nested deeper than {MAX_DEPTH} levels", field=_path(parts))
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        # Python prints (and json.dumps) an int of more than 4,300 digits only with a
+        # ValueError; no payload needs one.
+        if value.bit_length() > MAX_INT_BITS:
+            raise PayloadValidationError("integer too large", field=_path(parts))
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -108,12 +115,34 @@ def prepare_payload(
     return text
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_job_fields(job: NewJob) -> None:
-    """Refuse job metadata the table would reject or misread."""
+    """Refuse job metadata the table would reject or misread (wrong types included: a
+    NewJob is a plain dataclass, so nothing else checks them before the database would)."""
+    if not isinstance(job.organization_id, UUID):
+        raise ValidationError("must be a UUID", field="organization_id")
     if not isinstance(job.job_type, str) or not JOB_TYPE_RE.match(job.job_type):
         raise ValidationError(
             "must be 1-64 characters: a letter, then letters, digits, _ . : -", field="job_type"
         )
+    if job.parent_id is not None and not isinstance(job.parent_id, UUID):
+        raise ValidationError("must be a UUID", field="parent_id")
+    if not isinstance(job.id, UUID):
+        raise ValidationError("must be a UUID", field="id")
+    if not _is_int(job.priority):
+        raise ValidationError("must be an integer", field="priority")
+    if job.max_retries is not None and not _is_int(job.max_retries):
+        raise ValidationError("must be an integer", field="max_retries")
+    if job.timeout_seconds is not None and (
+        not isinstance(job.timeout_seconds, int | float) or isinstance(job.timeout_seconds, bool)
+        or not math.isfinite(job.timeout_seconds)
+    ):
+        raise ValidationError("must be a number of seconds", field="timeout_seconds")
+    if job.dedupe_key is not None and not isinstance(job.dedupe_key, str):
+        raise ValidationError("must be a string", field="dedupe_key")
     if job.dedupe_key is not None:
         if not job.dedupe_key or len(job.dedupe_key) > MAX_DEDUPE_KEY_CHARS:
             raise ValidationError(f"must be 1-{MAX_DEDUPE_KEY_CHARS} characters", field="dedupe_key")

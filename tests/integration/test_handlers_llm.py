@@ -235,6 +235,19 @@ async def test_personal_data_is_masked_on_the_wire_and_restored_in_the_result(
     assert (await succeeded_data(conn, job_id))["pii_masked"] >= 2
 
 
+async def test_an_organization_may_turn_masking_off_for_its_own_tickets(db_url, conn, tenant, settings, llm):
+    await conn.execute("UPDATE organizations SET settings = '{\"pii_masking\": \"off\"}' WHERE id = %s",
+                       (tenant,))
+    route = llm.post("/chat/completions").mock(return_value=completion(triage_answer()))
+    job_id = await ingest(conn, tenant, settings, PII_TICKET)
+    await run_triage(db_url, settings)
+
+    assert route.call_count == 1
+    sent = route.calls[0].request.content.decode()
+    assert EMAIL in sent and "[EMAIL_" not in sent
+    assert (await succeeded_data(conn, job_id))["pii_masked"] == 0
+
+
 # ====================================================================== SMART_REPLY
 GOOD_DRAFT = ("Hello, thank you for reaching out. You can recover access with one of your saved "
               "recovery codes, as described in the article below. Best regards, the support team.")

@@ -291,7 +291,7 @@ async def test_idle_pickup_latency_over_100_jobs(conn, db_url, org, worker_proce
         enqueued = time.time()
         job_id = await enqueue(conn, org, "TEST_NOOP", {"n": i})
         started = await wait_until(lambda job_id=job_id: started_at(conn, job_id), 10,
-                                   interval=0.002,
+                                   interval=0.01,
                                    what=f"job {i} to run", log=w.log_text)
         latencies.append(started - enqueued)
     w.send(signal.SIGTERM)

@@ -181,3 +181,43 @@ def log_lines_between(text: str, start: datetime, end: datetime) -> list[str]:
 
 def contains_any(text: str, needles: Sequence[str]) -> list[str]:
     return [n for n in needles if n in text]
+
+
+# ---------------------------------------------------------------------------- in-process worker
+async def run_burst(db_url: str, registry: Any, *, settings: Any = None, concurrency: int = 4,
+                    timeout: float = 120.0, context_factory: Any = None) -> Any:
+    """Drain the queue with an in-process burst Worker wired as production wires it
+    (``runtime``): the given registry, a store validating with it, the real context builder
+    (tenant repository, prompts, LLM client from ``settings``) unless one is given."""
+    import asyncio
+
+    from atum_ai.clock import SystemClock
+    from atum_ai.config import Settings
+    from atum_ai.runtime import build_context_builder, make_store, open_pool
+    from atum_ai.worker.service import Worker, WorkerConfig, required_pool_size
+
+    settings = settings or Settings(llm_base_url=None, llm_model=None, llm_api_key=None)
+    clock = SystemClock()
+    config = WorkerConfig(concurrency=concurrency, burst=True, lease_seconds=30, grace_seconds=2,
+                          poll_interval=0.1, maintenance_interval=5.0, retention=None, prefetch=0)
+    async with open_pool(db_url, max_size=required_pool_size(concurrency), min_size=1) as pool:
+        builder = context_factory or build_context_builder(settings, pool, clock)
+        worker = Worker(pool=pool, conninfo=db_url, store=make_store(settings, clock, registry),
+                        registry=registry, context_factory=builder, config=config)
+        try:
+            assert await asyncio.wait_for(worker.run(install_signals=False), timeout) == 0
+        finally:
+            llm = getattr(builder, "llm", None)
+            if llm is not None:
+                await llm.aclose()
+    return worker
+
+
+async def row_counts(conn: AsyncConnection[Any]) -> dict[str, int]:
+    """Row counts of every table enqueue and ingest write."""
+    out = {}
+    for table in ("organizations", "tickets", "ticket_events", "job_queue", "job_events",
+                  "suggestions"):
+        cur = await conn.execute(f"SELECT count(*) FROM {table}")  # type: ignore[arg-type]
+        out[table] = int((await cur.fetchone())[0])
+    return out
