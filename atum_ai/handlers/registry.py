@@ -37,9 +37,10 @@ BUILTIN_HANDLERS = (
 
 def describe_validation_error(exc: PydanticValidationError) -> tuple[str, str]:
     """The first error of a pydantic ValidationError as (dotted field path, message)."""
+    from atum_ai.queue.validation import field_path
+
     err = exc.errors(include_url=False)[0]
-    path = "payload" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-    return path, err["msg"]
+    return field_path(err["loc"]), err["msg"]
 
 
 class Registry:

@@ -131,7 +131,10 @@ def parse_event(raw: Any) -> TicketEvent:
         return TicketEvent.model_validate(data)
     except PydanticValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "event"
+        from atum_ai.queue.validation import field_path
+
+        # field_path quotes a key that is not a plain name (a label key may hold anything).
+        where = field_path(err["loc"], root="").lstrip(".") or "event"
         raise ValidationError(err["msg"], field=where) from None
 
 

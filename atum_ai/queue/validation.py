@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -31,11 +33,27 @@ class PayloadValidator(Protocol):
     def validate_payload(self, job_type: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
-def _path(parts: list[str | int]) -> str:
-    out = "payload"
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+
+
+def field_path(parts: Sequence[Any], root: str = "payload") -> str:
+    """``payload.a[0].b``; a key that is not a plain name is quoted as JSON (ASCII, bounded),
+    so a key holding NUL, a lone surrogate, a newline or 1 MB of text cannot smuggle itself
+    into an error message, a log line or ``last_error``."""
+    out = root
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and _PLAIN_KEY.match(p):
+            out += f".{p}"
+        else:
+            quoted = json.dumps(str(p)[:40] + ("…" if len(str(p)) > 40 else ""))
+            out += f"[{quoted}]"
     return out
+
+
+def _path(parts: list[str | int]) -> str:
+    return field_path(parts)
 
 
 def _normalise(value: Any, parts: list[str | int], depth: int) -> Any:

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -214,7 +214,7 @@ async def test_personal_data_is_masked_on_the_wire_and_restored_in_the_result(
 
     def answer(request: httpx.Request) -> httpx.Response:
         sent.append(request.content.decode())
-        user = [m["content"] for m in json.loads(request.content)["messages"] if m["role"] == "user"][0]
+        user = next(m["content"] for m in json.loads(request.content)["messages"] if m["role"] == "user")
         email = re.search(r"\[EMAIL_\d+\]", user)
         phone = re.search(r"\[PHONE_\d+\]", user)
         assert email and phone, user

@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from atum_ai.errors import ValidationError
-from atum_ai.local.reply_templates import REPLY_LANGUAGES
 from atum_ai.pipeline.ingest import ingest_event, parse_event
 from atum_ai.pipeline.suggestions import record_feedback
 from atum_ai.pipeline.training import set_taxonomy, train_triage
@@ -115,7 +114,7 @@ def _expected_times(events: list[dict[str, Any]]) -> dict[str, dict[str, datetim
     out: dict[str, dict[str, datetime | None]] = {}
     for ev in events:
         t = out.setdefault(ev["ticket_id"], {"first_response_at": None, "resolved_at": None})
-        at = datetime.fromisoformat(ev["occurred_at"].replace("Z", "+00:00"))
+        at = datetime.fromisoformat(ev["occurred_at"])
         if ev["type"] == "ticket.agent_replied":
             t["first_response_at"] = min(filter(None, [t["first_response_at"], at]))
         elif ev["type"] == "ticket.resolved":
