@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ from atum_ai.errors import ConfigError
 from atum_ai.handlers.base import Handler, HandlerContext
 from atum_ai.handlers.registry import Registry, build_registry
 from atum_ai.logs import ContextAdapter
+from atum_ai.pipeline.repository import TenantCache, TenantRepository
 from atum_ai.queue.migrate import discover, applied, migrate
 from atum_ai.queue.models import Job
 from atum_ai.queue.retry import RetryPolicy
@@ -116,9 +117,10 @@ class ContextBuilder:
     clock: Clock
     prompts: Any
     llm: Any
+    # Shared by every job this worker runs (settings, taxonomy ... for a few seconds).
+    tenant_cache: TenantCache = field(default_factory=TenantCache)
 
     def __call__(self, job: Job, handler: Handler[Any, Any]) -> HandlerContext:
-        from atum_ai.pipeline.repository import TenantRepository
 
         logger = ContextAdapter(logging.getLogger(f"atum_ai.handlers.{job.job_type}"), {
             "job_id": str(job.id), "organization_id": str(job.organization_id)})
@@ -130,7 +132,8 @@ class ContextBuilder:
             clock=self.clock,
             logger=logger,
             settings=self.settings,
-            repo=TenantRepository(self.pool, job.organization_id, clock=self.clock),
+            repo=TenantRepository(self.pool, job.organization_id, clock=self.clock,
+                                  cache=self.tenant_cache),
             prompts=self.prompts,
             llm=self.llm,
             parent_id=job.parent_id,

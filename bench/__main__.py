@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-jobs", type=int, help="drain backlog (default 20,000)")
     p.add_argument("--bulk-jobs", type=int, help="bulk enqueue size (default 100,000)")
     p.add_argument("--scale-done", type=int, help="DONE rows at the largest scale (default 1,000,000)")
-    p.add_argument("--e2e-tickets", type=int, help="tickets for the end-to-end suite (default 100; one run, it is slow)")
+    p.add_argument("--e2e-tickets", type=int, help="tickets for the end-to-end suite (default 500)")
     p.add_argument("--out", default=str(RESULTS), help="where latest.json/latest.md go")
     p.add_argument("--no-save", action="store_true", help="print only")
     return p.parse_args(argv)
@@ -90,11 +90,11 @@ async def run(args: argparse.Namespace) -> list[Row]:
         elif suite == "io_llm":
             from bench.suites.ai import io_llm_suite
 
-            rows += await io_llm_suite(args.dsn, runs=runs, jobs=128 if args.quick else 640)
+            rows += await io_llm_suite(args.dsn, runs=runs, jobs=640 if args.quick else 3200)
         elif suite == "e2e":
             from bench.suites.ai import e2e_suite
 
-            rows += await e2e_suite(args.dsn, runs=1, tickets=args.e2e_tickets or (20 if args.quick else 100))
+            rows += await e2e_suite(args.dsn, runs=runs, tickets=args.e2e_tickets or (100 if args.quick else 500))
         print(f"[bench] {suite} took {time.monotonic() - t0:.0f}s", flush=True)
     return rows
 

@@ -15,6 +15,7 @@ re-ask that quotes the validation error (the instructor ``reask`` habit, bounded
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -57,8 +58,13 @@ class InvalidOutput(Exception):
 # --- the request side ----------------------------------------------------------------------
 
 
+@functools.cache
 def strict_json_schema(model: type[BaseModel]) -> tuple[dict[str, Any], bool]:
     """The model's JSON schema, tightened for OpenAI's ``strict`` mode where possible.
+
+    Computed once per model class (pydantic's schema generation cost about a millisecond per
+    call, paid on every LLM request before); the returned dict is shared: read it, don't
+    change it.
 
     Strict mode needs every object closed (``additionalProperties: false``) and every
     property listed as required; optional fields stay optional in meaning because their type
@@ -119,6 +125,7 @@ def response_format_for(fmt: OutputFormat, model: type[BaseModel]) -> dict[str, 
     return None
 
 
+@functools.cache
 def schema_instruction(model: type[BaseModel]) -> str:
     """Appended to the system message when the server cannot take the schema natively."""
     schema = json.dumps(model.model_json_schema(), ensure_ascii=False, separators=(",", ":"))

@@ -102,7 +102,9 @@ class TriageHandler(Handler[TriagePayload, TriageResult]):
             raise PermanentError(f"ticket {payload.ticket_id!r} not found in this organization")
         from atum_ai.local.langid import detect_language
 
-        lang, lang_conf = await asyncio.to_thread(detect_language, ticket_text(ticket))
+        # Inline, not in a thread: a fraction of a millisecond of pure Python, which in a
+        # thread only adds GIL hand-offs to every other job's event-loop work.
+        lang, lang_conf = detect_language(ticket_text(ticket))
         taxonomy = await ctx.repo.taxonomy()
         if ctx.llm is not None and not taxonomy.empty:
             result, audit = await self._llm(ctx, ticket, taxonomy, lang, lang_conf)
