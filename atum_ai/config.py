@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,10 +24,10 @@ class Settings(BaseSettings):
     data_dir: str | None = Field(default=None, description="Embedded PostgreSQL data directory.")
 
     # --- queue ----------------------------------------------------------------------------
-    max_payload_bytes: int = 1024 * 1024
-    backoff_base_seconds: float = 2.0
-    backoff_cap_seconds: float = 3600.0
-    backoff_jitter: float = 0.25
+    max_payload_bytes: int = Field(default=1024 * 1024, gt=0)
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_cap_seconds: float = Field(default=3600.0, gt=0)
+    backoff_jitter: float = Field(default=0.25, ge=0, lt=1)
 
     # --- worker ---------------------------------------------------------------------------
     concurrency: int = 16
@@ -61,6 +61,39 @@ class Settings(BaseSettings):
 
     # --- local models ---------------------------------------------------------------------
     review_threshold: float = 0.55
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        # Checked here, where the names are the operator's (ATUM_*), rather than deep in the
+        # retry policy where a ValueError would not say which variable to fix.
+        if self.backoff_base_seconds > self.backoff_cap_seconds:
+            raise ValueError(
+                f"ATUM_BACKOFF_BASE_SECONDS ({self.backoff_base_seconds:g}) must not exceed "
+                f"ATUM_BACKOFF_CAP_SECONDS ({self.backoff_cap_seconds:g})")
+        return self
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from the environment, or a ConfigError naming the variable that is wrong."""
+        import pydantic
+        from pydantic_settings import SettingsError
+
+        from atum_ai.errors import ConfigError
+
+        try:
+            return cls()
+        except SettingsError as exc:  # a dict-valued variable that is not JSON
+            field = str(exc).split('"')[1] if '"' in str(exc) else ""
+            raise ConfigError(f"invalid configuration: ATUM_{field.upper()} must be a JSON "
+                              f"object") from None
+        except pydantic.ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_url=False, include_input=False):
+                loc = "_".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+                name = f"ATUM_{loc.upper()}: " if loc else ""
+                msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+                problems.append(f"{name}{msg}")
+            raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
     @property
     def llm_configured(self) -> bool:

@@ -43,7 +43,9 @@ from atum_ai.ai.structured import (
     InvalidOutput,
     Message,
     OutputFormat,
+    check_no_instruction_echo,
     completion_text,
+    instruction_lines,
     parse_output,
     reask_messages,
     rejects_response_format,
@@ -211,6 +213,7 @@ class OpenAICompatClient:
         usage = Usage()
         requests = 0
         reason = ""
+        echo_lines = instruction_lines(prompt.system)
         for answer in range(1, MAX_ANSWERS + 1):
             completion, fmt, made = await self._create(model, messages, result_model)
             requests += made
@@ -223,6 +226,7 @@ class OpenAICompatClient:
                 value: T = parsed  # type: ignore[assignment]
                 if masker is not None:
                     value = _unmask_result(masker, value)
+                check_no_instruction_echo(value, echo_lines)
                 run_validator(validate, value)  # type: ignore[arg-type]
             except InvalidOutput as exc:
                 # The reason may quote unmasked values (the validator saw the real result):

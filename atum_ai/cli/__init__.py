@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level, json_lines=args.log_json)
     try:
-        settings = Settings()
+        settings = Settings.from_env()
         if settings.llm_api_key:
             register_secret(settings.llm_api_key.get_secret_value())
         return asyncio.run(_run(args, settings))

@@ -105,15 +105,20 @@ WITH RECURSIVE orgs AS (
          LIMIT (SELECT k FROM per_org)
      ) c
 ), picked AS (
-    -- The inner LIMIT keeps the planner's estimate small, so it joins by primary key instead
-    -- of hashing the whole table; twice the limit leaves room for rows that others locked.
-    SELECT j.id, j.status AS old_status, c.rn, c.priority AS c_priority, c.run_after AS c_run_after
+    -- Re-read each candidate by primary key and lock it, in candidate order, until
+    -- %(limit)s rows are locked. The LATERAL makes the planner look rows up one by one;
+    -- a plain join was planned as a hash join over every runnable row whenever the
+    -- statistics lagged behind a burst (an empty table just analysed, then 20,000 jobs).
+    -- Rows that another claimer holds are skipped; the status/run_after conditions are
+    -- re-checked on the locked row, so a job claimed and committed meanwhile is not taken.
+    SELECT l.id, l.status AS old_status, c.rn, c.priority AS c_priority, c.run_after AS c_run_after
       FROM (SELECT * FROM candidates ORDER BY rn, priority DESC, run_after LIMIT 2 * %(limit)s) c
-      JOIN job_queue j ON j.id = c.id
-     WHERE j.status IN ('PENDING', 'FAILED') AND j.run_after <= %(now)s
-     ORDER BY c.rn, c.priority DESC, c.run_after
+     CROSS JOIN LATERAL (
+        SELECT j.id, j.status FROM job_queue j
+         WHERE j.id = c.id AND j.status IN ('PENDING', 'FAILED') AND j.run_after <= %(now)s
+           FOR UPDATE SKIP LOCKED
+     ) l
      LIMIT %(limit)s
-       FOR UPDATE OF j SKIP LOCKED
 ), claimed AS (
     UPDATE job_queue j
        SET status = 'RUNNING', locked_by = %(worker_id)s, locked_at = %(now)s,
