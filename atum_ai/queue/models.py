@@ -22,6 +22,7 @@ class JobStatus(StrEnum):
 
 
 UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED)
+_STATUS = {s.value: s for s in JobStatus}
 
 
 class EventType(StrEnum):
@@ -100,11 +101,21 @@ class Job:
         return self.retry_count + 1
 
     @classmethod
+    def from_claim(cls, row: tuple[Any, ...]) -> Job:
+        """From a ``job_claim`` row (columns as in :data:`CLAIM_COLUMNS`): positional, because
+        a worker at full speed builds thousands of these a second."""
+        return cls(*row[:4], _STATUS[row[4]], *row[5:])
+
+    @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         names = cls.__dataclass_fields__.keys()
         data = {k: row[k] for k in names if k in row}
         data["status"] = JobStatus(data["status"])
         return cls(**data)
+
+
+# What job_claim returns, in order: Job's fields up to cancel_requested (result is not read).
+CLAIM_COLUMNS = tuple(Job.__dataclass_fields__)[:-1]
 
 
 @dataclass(frozen=True, slots=True)

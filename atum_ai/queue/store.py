@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 
 from atum_ai.clock import Clock, SystemClock
 from atum_ai.errors import DuplicateJobError, JobNotFoundError, LostClaimError, StoreError
@@ -218,7 +218,7 @@ class JobStore:
         fairness rule). One statement: its own transaction when ``conn`` is in autocommit."""
         if limit <= 0:
             return []
-        async with conn.cursor(row_factory=dict_row) as cur:
+        async with conn.cursor() as cur:
             await cur.execute(
                 QUERIES["job_claim"],
                 {
@@ -229,7 +229,7 @@ class JobStore:
                     "now": self.clock.now(),
                 },
             )
-            return [Job.from_row(r) for r in await cur.fetchall()]
+            return [Job.from_claim(r) for r in await cur.fetchall()]
 
     async def heartbeat(
         self, conn: AsyncConnection[Any], worker_id: uuid.UUID, ids: Sequence[uuid.UUID]
@@ -255,9 +255,8 @@ class JobStore:
         if not completions:
             return set()
         params = {
-            "ids": [c.job_id for c in completions],
-            "results": [Jsonb(c.result) if c.result is not None else None for c in completions],
-            "audits": [Jsonb(c.audit) if c.audit else None for c in completions],
+            "batch": Json([{"id": str(c.job_id), "result": c.result, "audit": c.audit or None}
+                           for c in completions]),
             "worker_id": worker_id,
             "now": self.clock.now(),
         }

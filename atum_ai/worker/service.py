@@ -85,7 +85,7 @@ class WorkerConfig:
     # prefetch_window seconds on average (0 while job durations are unknown or long), and a
     # job buffered longer than prefetch_hold is released back (RELEASED, attempt not counted).
     # Buffered jobs are RUNNING under this worker's lease and renewed by the heartbeat.
-    prefetch: int = 16
+    prefetch: int = 48
     prefetch_window: float = 0.05
     prefetch_hold: float = 2.0
 
@@ -170,6 +170,8 @@ class Worker:
         self.worker_id = worker_id or uuid.uuid4()
         self.metrics = WorkerMetrics()
         self.metrics.slots.set(config.concurrency)
+        # Read at scrape time: setting it on every job start and end cost more than the jobs.
+        self.metrics.busy_slots.set_function(lambda: len(self._running))
 
         self._running: dict[uuid.UUID, _Running] = {}
         self._buffer: dict[uuid.UUID, tuple[Job, float]] = {}  # claimed ahead, not started
@@ -188,6 +190,7 @@ class Worker:
         self._reconnected = asyncio.Event()  # the listener got back in: the database is up
         self._pool_check: asyncio.Task[None] | None = None
         self.processed = 0
+        self._counters: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._log = ContextAdapter(log, {"worker_id": str(self.worker_id)})
 
     # ------------------------------------------------------------------ lifecycle
@@ -376,7 +379,6 @@ class Worker:
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, task, time.monotonic())
-        self.metrics.busy_slots.set(len(self._running))
 
     # ------------------------------------------------------------------ running one job
     def _timeout_for(self, job: Job, handler: Handler[Any, Any] | None) -> float:
@@ -441,7 +443,6 @@ class Worker:
 
     def _forget(self, job_id: uuid.UUID) -> None:
         if self._running.pop(job_id, None) is not None:
-            self.metrics.busy_slots.set(len(self._running))
             self._slot_free.set()
 
     async def _fail(
@@ -479,8 +480,13 @@ class Worker:
 
     def _record(self, job: Job, outcome: str, duration: float, error: str | None = None) -> None:
         self.processed += 1
-        self.metrics.jobs.labels(job.job_type, outcome).inc()
-        self.metrics.duration.labels(job.job_type).observe(duration)
+        counters = self._counters.get((job.job_type, outcome))
+        if counters is None:  # labels() takes a lock and builds a key: once per type/outcome
+            counters = self._counters[(job.job_type, outcome)] = (
+                self.metrics.jobs.labels(job.job_type, outcome),
+                self.metrics.duration.labels(job.job_type))
+        counters[0].inc()
+        counters[1].observe(duration)
         level = logging.INFO if outcome == "done" else logging.WARNING
         if not self._log.logger.isEnabledFor(level):
             return

@@ -133,7 +133,11 @@ WITH RECURSIVE orgs AS (
            %(now)s
       FROM claimed
 )
-SELECT * FROM claimed ORDER BY rn, c_priority DESC, c_run_after;
+-- The columns in the order of queue.models.CLAIM_COLUMNS (the worker builds Job from tuples).
+SELECT id, organization_id, job_type, payload, status, locked_by, locked_at, run_after,
+       retry_count, max_retries, last_error, created_at, updated_at, priority, dedupe_key,
+       parent_id, timeout_seconds, cancel_requested
+  FROM claimed ORDER BY rn, c_priority DESC, c_run_after;
 
 -- name: job_heartbeat
 -- Renew the lease of the jobs this worker holds; rows not returned are no longer ours.
@@ -154,12 +158,13 @@ RETURNING j.id, j.cancel_requested;
 -- name: job_complete
 -- Fenced batch completion: DONE + result + SUCCEEDED event for the rows this worker still holds.
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(results)s::jsonb[], %(audits)s::jsonb[])
-        AS t(id, result, audit)
+    -- One JSON array [{"id", "result", "audit"}, ...]: a single parameter the client encodes
+    -- in one call, instead of three arrays dumped element by element.
+    SELECT * FROM jsonb_to_recordset(%(batch)s::jsonb) AS t(id uuid, result jsonb, audit jsonb)
 ), mine AS MATERIALIZED (
     -- Lock in id order first (see job_heartbeat): no deadlock with our own heartbeat.
     SELECT id FROM job_queue
-     WHERE id = ANY(%(ids)s::uuid[]) AND locked_by = %(worker_id)s AND status = 'RUNNING'
+     WHERE id = ANY (ARRAY(SELECT id FROM input)) AND locked_by = %(worker_id)s AND status = 'RUNNING'
      ORDER BY id
        FOR UPDATE
 ), done AS (

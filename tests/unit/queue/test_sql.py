@@ -35,3 +35,12 @@ def test_time_is_a_parameter_not_now():
     for name, sql in QUERIES.items():
         body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
         assert "now()" not in body.lower(), name
+
+
+def test_claim_returns_the_columns_job_from_claim_expects_in_order():
+    import re
+
+    from atum_ai.queue.models import CLAIM_COLUMNS
+
+    last_select = QUERIES["job_claim"].rsplit("SELECT", 1)[1].split("FROM claimed")[0]
+    assert tuple(re.findall(r"[a-z_]+", last_select)) == CLAIM_COLUMNS
