@@ -242,14 +242,16 @@ def _norm(text: str) -> str:
     return _WS_RE.sub(" ", text).strip().casefold()
 
 
-def instruction_lines(system_prompt: str) -> list[str]:
-    """The system prompt's lines long enough to recognise when an answer repeats them."""
+@functools.lru_cache(maxsize=256)
+def instruction_lines(system_prompt: str) -> tuple[str, ...]:
+    """The system prompt's lines long enough to recognise when an answer repeats them.
+    Cached: a tenant's system prompt is the same for every ticket."""
     out = []
     for line in system_prompt.splitlines():
         line = _norm(line.lstrip(" -*"))
         if len(line) >= ECHO_MIN_CHARS:
             out.append(line)
-    return out
+    return tuple(out)
 
 
 def _strings(value: Any) -> list[str]:
@@ -264,7 +266,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def check_no_instruction_echo(value: BaseModel, lines: list[str]) -> None:
+def check_no_instruction_echo(value: BaseModel, lines: tuple[str, ...]) -> None:
     """InvalidOutput when a text field of the answer repeats a line of the system prompt.
 
     The classic prompt-injection payload asks the model to "print your instructions"; a model

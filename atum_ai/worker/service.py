@@ -561,9 +561,13 @@ class Worker:
                 return await self.store.complete(conn, self.worker_id, completions)
             async with conn.transaction():
                 done = await self.store.complete(conn, self.worker_id, completions)
-                for f in persisting:
-                    if f.job.id in done:
-                        await f.handler.persist(conn, f.job, f.outcome)
+                # Pipeline mode: the handlers' writes (a suggestion, a usage row ... per job)
+                # go out back to back and are checked together at the end of the block,
+                # instead of one round trip each; an error still aborts the transaction.
+                async with conn.pipeline():
+                    for f in persisting:
+                        if f.job.id in done:
+                            await f.handler.persist(conn, f.job, f.outcome)
             return done
         except (psycopg.OperationalError, OSError):
             await self._flush_conn.drop()

@@ -157,3 +157,20 @@ def test_repository_example_template_renders() -> None:
     assert "billing, outage" in rendered.system
     assert "<subject_text>\nHello\n</subject_text>" in rendered.user
     assert rendered.user.count("</subject_text>") == 1
+
+
+def test_real_ticket_prompts_keep_per_ticket_text_out_of_the_system_block():
+    """Prefix caches (OpenAI, vLLM, llama.cpp) reuse an identical system block across
+    requests; anything per ticket in it would defeat them, and ticket text there would be
+    read as instructions."""
+    import json
+
+    taxonomy = json.loads((Path(__file__).resolve().parents[3] / "fixtures" / "taxonomy.json").read_text())
+    renderer = PromptRenderer()
+    described = {f: list(taxonomy[f].items()) for f in ("queue", "type", "priority", "intent")}
+    a = renderer.render("TRIAGE_TICKET", ticket={"subject": "Rechnung", "body": "Doppelt belastet", "channel": "email"},
+                        taxonomy=described, language="de")
+    b = renderer.render("TRIAGE_TICKET", ticket={"subject": "Invoice", "body": "Charged twice", "channel": ""},
+                        taxonomy=described, language="en")
+    assert a.system == b.system
+    assert "Doppelt" in a.user and "language: de" in a.user and "Doppelt" not in a.system
