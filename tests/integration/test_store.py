@@ -382,3 +382,56 @@ async def test_status_counts_and_scoping(conn, clock):
 def test_frozen_clock_rejects_naive():
     with pytest.raises(ValueError):
         FrozenClock(datetime(2026, 1, 1))
+
+
+async def test_every_job_of_a_mixed_run_has_a_consistent_event_chain(conn, org, clock):
+    """Success, retry then success, exhaustion, a permanent error, cancels (pending and
+    running), a requeue, a release at shutdown, a lease recovery and a fenced-out late
+    completion, interleaved: each job's events form one valid chain, ending where the row is."""
+    from tests.support.chaos import chain_problems, describe_chain
+
+    store = JobStore(clock, retry_policy=RetryPolicy(base_seconds=1, cap_seconds=4, jitter=0))
+    ids = {name: (await store.enqueue(conn, job(org, i, max_retries=2))).id for i, name in enumerate(
+        ["ok", "retry_ok", "exhausted", "permanent", "cancel_pending", "cancel_running",
+         "requeued", "released", "recovered"])}
+
+    async def claim_all(worker: uuid.UUID) -> dict[uuid.UUID, object]:
+        return {j.id: j for j in await store.claim(conn, worker, 50, lease_seconds=30)}
+
+    await store.cancel(conn, ids["cancel_pending"])
+    held = await claim_all(W1)
+    await store.complete(conn, W1, [Completion(ids["ok"])])
+    for name in ("retry_ok", "exhausted"):
+        await store.fail(conn, W1, held[ids[name]], "transient")
+    await store.fail(conn, W1, held[ids["permanent"]], "bad input", permanent=True)
+    await store.fail(conn, W1, held[ids["requeued"]], "bad input", permanent=True)
+    await store.cancel(conn, ids["cancel_running"])  # the worker acts on it ...
+    await store.fail(conn, W1, held[ids["cancel_running"]], "cancelled while running", cancelled=True)
+    await store.release(conn, W1, [ids["released"]])
+    assert await store.requeue(conn, ids["requeued"])
+
+    clock.advance(timedelta(seconds=31))  # W1's lease on "recovered" expires
+    await store.recover_expired(conn, default_lease_seconds=30)
+    clock.advance(timedelta(seconds=10))
+    held2 = await claim_all(W2)
+    assert set(held2) == {ids[n] for n in ("retry_ok", "exhausted", "requeued", "released", "recovered")}
+    # W1 wakes up and tries to complete "recovered": fenced out, nothing changes.
+    assert await store.complete(conn, W1, [Completion(ids["recovered"])]) == set()
+    await store.fail(conn, W2, held2[ids["exhausted"]], "transient again")  # 2nd attempt: DEAD
+    await store.complete(conn, W2, [Completion(ids[n]) for n in ("retry_ok", "requeued", "released",
+                                                                  "recovered")])
+
+    expected = {"ok": "DONE", "retry_ok": "DONE", "exhausted": "DEAD", "permanent": "DEAD",
+                "cancel_pending": "DEAD", "cancel_running": "DEAD", "requeued": "DONE",
+                "released": "DONE", "recovered": "DONE"}
+    for name, job_id in ids.items():
+        row = await store.get(conn, job_id)
+        events = await store.events(conn, job_id)
+        assert row.status == expected[name], (name, describe_chain(events))
+        assert events[-1].to_status == expected[name], (name, describe_chain(events))
+        problems = chain_problems(events, expect_done=expected[name] == "DONE")
+        assert not problems, (name, problems, describe_chain(events))
+    kinds = {name: [e.event_type for e in await store.events(conn, job_id)] for name, job_id in ids.items()}
+    assert kinds["released"][:4] == ["ENQUEUED", "CLAIMED", "RELEASED", "CLAIMED"]
+    assert "RECOVERED" in kinds["recovered"] and "REQUEUED" in kinds["requeued"]
+    assert kinds["cancel_pending"] == ["ENQUEUED", "CANCELLED"]

@@ -140,7 +140,7 @@ def chain_problems(events: Sequence[JobEvent], *, expect_done: bool = True) -> l
                 problems.append(f"attempt went back from {last_attempt} to {e.attempt}")
             last_attempt = e.attempt or 0
             claimed = True
-        elif e.event_type in _NEEDS_CLAIM:
+        elif e.event_type in _NEEDS_CLAIM or (e.event_type == "CANCELLED" and e.from_status == "RUNNING"):
             if not claimed:
                 problems.append(f"{e.event_type} without an open CLAIMED")
             claimed = False
