@@ -93,6 +93,9 @@ def load_registry(plugin_specs: list[str] | None = None) -> Registry:
     return registry
 
 
+POOL_RECONNECT_SECONDS = 4.0
+
+
 @contextlib.asynccontextmanager
 async def open_pool(url: str, *, max_size: int, min_size: int = 1) -> AsyncIterator[AsyncConnectionPool]:
     pool = AsyncConnectionPool(
@@ -100,6 +103,12 @@ async def open_pool(url: str, *, max_size: int, min_size: int = 1) -> AsyncItera
         kwargs={"autocommit": True}, timeout=30,
         # A connection broken by a server restart is found and replaced before use.
         check=AsyncConnectionPool.check_connection,
+        # psycopg_pool retries a lost connection with doubling delays (1, 2, 4, 8, 16 s ...)
+        # for reconnect_timeout: after a 20 s outage the next attempt came up to 11 s after
+        # the server was back, and workers sat idle meanwhile. Giving up after a few seconds
+        # instead lets demand (a claim, or the pool check the worker runs when its LISTEN
+        # connection gets back in) start a fresh attempt at once.
+        reconnect_timeout=POOL_RECONNECT_SECONDS,
     )
     await pool.open(wait=False)
     try:

@@ -60,7 +60,7 @@ class KbSuggestHandler(Handler[KbPayload, KbResult]):
         query = f"{ticket.subject}\n{ticket.body}"[:MAX_QUERY_CHARS]
         # KB articles are often in one language while tickets come in several: search them all
         # and let ranking decide, rather than filter by the ticket's language.
-        hits = await ctx.repo.search_kb(query, k=payload.k)
+        hits = await ctx.repo.search_kb(query, k=payload.k, query_language=payload.language)
         articles = [KbArticleHit(article_id=h.article_id, title=h.title, score=round(h.score, 4),
                                  snippet=h.snippet, url=h.url) for h in hits]
         audit: dict[str, Any] = {"source": "local", "model": "kb-bm25-postgres"}

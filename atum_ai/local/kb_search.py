@@ -355,6 +355,14 @@ def _get(row: Any, name: str, index: int) -> Any:
 # --------------------------------------------------------------------------- search
 
 
+def _query_config(language: str | None) -> str | None:
+    """The text-search configuration whose stopwords the query should lose, if any."""
+    if not language:
+        return None
+    cfg = TS_CONFIG_BY_LANGUAGE.get(language.strip().lower()[:2])
+    return cfg  # None for an unknown language: nothing is dropped
+
+
 async def search_articles(
     conn: AsyncConnection[Any],
     organization_id: uuid.UUID | str,
@@ -362,13 +370,16 @@ async def search_articles(
     k: int = 5,
     language: str | None = None,
     *,
+    query_language: str | None = None,
     params: Bm25Params = DEFAULT_PARAMS,
 ) -> list[KbHit]:
     """The organization's ``k`` best articles for ``query_text``, best first.
 
     ``language`` (ISO 639-1) restricts the search to articles in that language and analyses the
     query with that language's stemmer; None searches every article, analysing the query once
-    per configuration the organization uses. Works with any row factory.
+    per configuration the organization uses. ``query_language`` is the language the query is
+    written in (the ticket's): its stopwords are dropped before the query meets articles in
+    other languages. Works with any row factory.
     """
     org = _org(organization_id)
     if not 1 <= k <= MAX_K:
@@ -395,6 +406,7 @@ async def search_articles(
             "query": query,
             "language": lang,
             "ts_config": ts_config_for(lang) if lang else None,
+            "query_config": _query_config(query_language or lang),
             "k": k,
             "headline_options": HEADLINE_OPTIONS,
             "headline_max_chars": HEADLINE_MAX_CHARS,

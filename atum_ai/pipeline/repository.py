@@ -163,11 +163,13 @@ class TenantRepository:
 
         return dict(await self._cached("sla_policy", load))
 
-    async def search_kb(self, query: str, k: int = 5, language: str | None = None) -> list[Any]:
+    async def search_kb(self, query: str, k: int = 5, language: str | None = None,
+                        query_language: str | None = None) -> list[Any]:
         from atum_ai.local.kb_search import search_articles
 
         async with self.pool.connection() as conn:
-            return await search_articles(conn, self.organization_id, query, k=k, language=language)
+            return await search_articles(conn, self.organization_id, query, k=k, language=language,
+                                         query_language=query_language)
 
     async def kb_articles(self, article_ids: list[str]) -> list[dict[str, Any]]:
         return await self._all(

@@ -170,39 +170,52 @@ class JobStore:
     async def _copy_via_staging(
         self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], payloads: Sequence[str]
     ) -> list[uuid.UUID]:
+        ids: list[uuid.UUID | None] = [None] * len(jobs)
+        pending = list(range(len(jobs)))
         async with conn.cursor() as cur:
             await cur.execute(QUERIES["job_staging_create"])
-            await cur.execute("TRUNCATE atum_enqueue_staging")
-            async with cur.copy(
-                "COPY atum_enqueue_staging (ord, id, organization_id, job_type, payload, run_after,"
-                " priority, dedupe_key, max_retries, timeout_seconds, parent_id) FROM STDIN"
-            ) as copy:
-                for i, (j, p) in enumerate(zip(jobs, payloads, strict=True)):
-                    await copy.write_row(
-                        (i, j.id, j.organization_id, j.job_type, p, j.run_after, j.priority,
-                         j.dedupe_key, j.max_retries, j.timeout_seconds, j.parent_id)
+            # A job whose key a live job holds maps to that job. That job can finish between
+            # our INSERT ... ON CONFLICT and the lookup; then the key is free again and the
+            # job is inserted in the next round (as enqueue() does for one job).
+            for _ in range(3):
+                await cur.execute("TRUNCATE atum_enqueue_staging")
+                async with cur.copy(
+                    "COPY atum_enqueue_staging (ord, id, organization_id, job_type, payload,"
+                    " run_after, priority, dedupe_key, max_retries, timeout_seconds, parent_id)"
+                    " FROM STDIN"
+                ) as copy:
+                    for i in pending:
+                        j = jobs[i]
+                        await copy.write_row(
+                            (i, j.id, j.organization_id, j.job_type, payloads[i], j.run_after,
+                             j.priority, j.dedupe_key, j.max_retries, j.timeout_seconds, j.parent_id)
+                        )
+                await cur.execute(QUERIES["job_insert_from_staging"], {"now": self.clock.now()})
+                inserted = {r[0] for r in await cur.fetchall()}
+                missing = [i for i in pending if jobs[i].id not in inserted]
+                for i in pending:
+                    if jobs[i].id in inserted:
+                        ids[i] = jobs[i].id
+                if missing:
+                    await cur.execute(
+                        "SELECT q.organization_id, q.job_type, q.dedupe_key, q.id FROM job_queue q"
+                        " JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS k(o, t, d)"
+                        " ON q.organization_id = k.o AND q.job_type = k.t AND q.dedupe_key = k.d"
+                        " WHERE q.status IN ('PENDING', 'RUNNING', 'FAILED')",
+                        (
+                            [jobs[i].organization_id for i in missing],
+                            [jobs[i].job_type for i in missing],
+                            [jobs[i].dedupe_key for i in missing],
+                        ),
                     )
-            await cur.execute(QUERIES["job_insert_from_staging"], {"now": self.clock.now()})
-            inserted = {r[0] for r in await cur.fetchall()}
-            missing = [j for j in jobs if j.id not in inserted]
-            existing: dict[tuple[Any, str, str | None], uuid.UUID] = {}
-            if missing:
-                await cur.execute(
-                    "SELECT q.organization_id, q.job_type, q.dedupe_key, q.id FROM job_queue q"
-                    " JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS k(o, t, d)"
-                    " ON q.organization_id = k.o AND q.job_type = k.t AND q.dedupe_key = k.d"
-                    " WHERE q.status IN ('PENDING', 'RUNNING', 'FAILED')",
-                    (
-                        [j.organization_id for j in missing],
-                        [j.job_type for j in missing],
-                        [j.dedupe_key for j in missing],
-                    ),
-                )
-                existing = {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
-        return [
-            j.id if j.id in inserted else existing[(j.organization_id, j.job_type, j.dedupe_key)]
-            for j in jobs
-        ]
+                    live = {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
+                    for i in missing:
+                        ids[i] = live.get((jobs[i].organization_id, jobs[i].job_type, jobs[i].dedupe_key))
+                pending = [i for i in missing if ids[i] is None]
+                if not pending:
+                    return [i for i in ids if i is not None]
+        raise StoreError(f"could not enqueue {len(pending)} job(s) whose dedupe keys kept changing "
+                         "hands; try again")
 
     # ------------------------------------------------------------------ worker side
     async def claim(
@@ -230,6 +243,15 @@ class JobStore:
                 },
             )
             return [Job.from_claim(r) for r in await cur.fetchall()]
+
+    async def orphan_types(
+        self, conn: AsyncConnection[Any], job_types: Sequence[str], *, older_than: timedelta
+    ) -> list[tuple[str, int]]:
+        """[(job_type, waiting)] of runnable jobs, waiting longer than ``older_than``, whose
+        type is not among ``job_types`` (the ones the asking worker runs)."""
+        cur = await conn.execute(QUERIES["job_orphan_types"], {
+            "job_types": list(job_types), "before": self.clock.now() - older_than})
+        return [(r[0], int(r[1])) for r in await cur.fetchall()]
 
     async def heartbeat(
         self, conn: AsyncConnection[Any], worker_id: uuid.UUID, ids: Sequence[uuid.UUID]
@@ -374,7 +396,8 @@ class JobStore:
                 job = await self.get(conn, job_id, organization_id=organization_id)
                 if job is None:
                     raise JobNotFoundError(f"no job {job_id}")
-                if job.status not in (JobStatus.PENDING, JobStatus.FAILED, JobStatus.RUNNING):
+                if job.status not in (JobStatus.PENDING, JobStatus.FAILED, JobStatus.RUNNING) or (
+                        job.status == JobStatus.RUNNING and job.cancel_requested):
                     return CancelOutcome(job.id, job.status, job.status)
             # A worker moved the job between our read and our update: look again.
         return CancelOutcome(job.id, job.status, job.status)

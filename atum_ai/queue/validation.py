@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Protocol
@@ -23,6 +23,12 @@ from atum_ai.queue.models import JOB_TYPE_RE, MAX_DEDUPE_KEY_CHARS, NewJob
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_INT_BITS = 1024
+# Times a job may be scheduled for, in UTC. PostgreSQL stores 4713 BC .. 294276 AD, but a
+# driver reads back only years 1..9999, so a run_after of "0001-01-01T00:00+01:00" (1 BC in
+# UTC) would be stored and then break every read of the row; nothing real is scheduled
+# outside these bounds.
+EARLIEST_RUN_AFTER = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_RUN_AFTER = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class PayloadValidator(Protocol):
@@ -166,13 +172,24 @@ def check_job_fields(job: NewJob) -> None:
             raise ValidationError(f"must be 1-{MAX_DEDUPE_KEY_CHARS} characters", field="dedupe_key")
         if "\x00" in job.dedupe_key:
             raise ValidationError("contains a NUL character (U+0000)", field="dedupe_key")
+        try:
+            job.dedupe_key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("contains invalid unicode (a lone surrogate)",
+                                  field="dedupe_key") from None
     if job.run_after is not None and (
         not isinstance(job.run_after, datetime) or job.run_after.utcoffset() is None
     ):
         raise ValidationError("must be a timezone-aware datetime", field="run_after")
+    if job.run_after is not None and not (
+        EARLIEST_RUN_AFTER <= job.run_after < LATEST_RUN_AFTER
+    ):
+        raise ValidationError(
+            f"must be between {EARLIEST_RUN_AFTER:%Y-%m-%d} and {LATEST_RUN_AFTER:%Y-%m-%d} (UTC)",
+            field="run_after")
     if job.max_retries is not None and not 0 <= job.max_retries <= 1000:
         raise ValidationError("must be between 0 and 1000", field="max_retries")
     if not -1_000_000 <= job.priority <= 1_000_000:
         raise ValidationError("must be between -1,000,000 and 1,000,000", field="priority")
-    if job.timeout_seconds is not None and not 0 < job.timeout_seconds <= 86_400:
-        raise ValidationError("must be in (0, 86400] seconds", field="timeout_seconds")
+    if job.timeout_seconds is not None and not 0.001 <= job.timeout_seconds <= 86_400:
+        raise ValidationError("must be between 0.001 and 86400 seconds", field="timeout_seconds")

@@ -24,7 +24,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +61,14 @@ ContextFactory = Callable[[Job, Handler[Any, Any]], HandlerContext]
 RESERVED_CONNECTIONS = 4
 
 
+# Seconds the shutdown may take after the grace period: flushing finished completions, then
+# releasing unstarted and unfinished jobs. Keep grace + this below systemd's TimeoutStopSec.
+SHUTDOWN_BUDGET = 10.0
+
+# How often (and after how long a wait) runnable jobs of types nobody here handles are reported.
+ORPHAN_CHECK_SECONDS = 300.0
+
+
 def required_pool_size(concurrency: int) -> int:
     return concurrency + RESERVED_CONNECTIONS
 
@@ -90,12 +98,21 @@ class WorkerConfig:
     prefetch_hold: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigError("concurrency must be at least 1")
-        if self.lease_seconds < 1:
-            raise ConfigError("lease must be at least 1 second")
-        if self.grace_seconds < 0:
-            raise ConfigError("grace must not be negative")
+        def seconds(name: str, value: float, low: float, high: float) -> None:
+            # NaN and Infinity fail the comparison too: a lease of inf once made the lease
+            # recovery of every worker fail.
+            if not (isinstance(value, int | float) and low <= value <= high):
+                raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds, not {value!r}")
+
+        if not 1 <= self.concurrency <= 10_000:
+            raise ConfigError(f"concurrency must be between 1 and 10000, not {self.concurrency}")
+        seconds("lease", self.lease_seconds, 1, 604_800)
+        seconds("grace", self.grace_seconds, 0, 86_400)
+        seconds("poll interval", self.poll_interval, 0.01, 3_600)
+        seconds("default job timeout", self.default_timeout, 0.001, 86_400)
+        for job_type, timeout in self.job_timeouts.items():
+            seconds(f"timeout of {job_type}", timeout, 0.001, 86_400)
+        seconds("maintenance interval", self.maintenance_interval, 0.01, 86_400)
         if self.prefetch < 0:
             raise ConfigError("prefetch must not be negative")
 
@@ -160,6 +177,18 @@ class Worker:
                 f"{RESERVED_CONNECTIONS} for claiming, completing, heartbeat and maintenance; "
                 f"the LISTEN connection is separate). Raise ATUM_POOL_SIZE or lower --concurrency."
             )
+        # Claim only what this process can run (River and Oban do the same): a fleet whose
+        # workers load different plugins, or a rolling deploy that adds a job type, must not
+        # have one worker claim another's jobs and kill them as "unknown type".
+        known = registry.job_types
+        if config.job_types is None:
+            config = replace(config, job_types=tuple(known))
+        else:
+            unknown = sorted(set(config.job_types) - set(known))
+            if unknown:
+                raise ConfigError(
+                    f"--types names job type(s) with no registered handler: {', '.join(unknown)} "
+                    f"(registered: {', '.join(known) or 'none'})")
         self.pool = pool
         self.conninfo = conninfo
         self.store = store
@@ -619,6 +648,7 @@ class Worker:
     async def _maintenance_loop(self) -> None:
         last_purge = 0.0
         last_depth = 0.0
+        last_orphans = time.monotonic()  # first look after one interval, not at start-up
         while True:
             # Jitter spreads many workers' rescues apart; SKIP LOCKED makes overlaps harmless.
             await asyncio.sleep(self.config.maintenance_interval * random.uniform(0.7, 1.3))
@@ -636,6 +666,9 @@ class Worker:
                         purged = await self.store.purge(conn, self.config.retention)
                         if purged:
                             self._log.info("purged finished jobs", extra={"count": purged})
+                    if now - last_orphans > ORPHAN_CHECK_SECONDS:
+                        last_orphans = now
+                        await self._warn_about_orphans(conn)
                     if self.config.metrics_port and self.config.sample_queue_depth and now - last_depth > 15:
                         last_depth = now
                         counts: dict[str, int] = {s.value: 0 for s in JobStatus}
@@ -647,6 +680,15 @@ class Worker:
                 continue  # the claim loop reports outages; stay quiet here
             except Exception as exc:
                 self._log.warning("maintenance failed", extra={"error": sanitize_error(exc, 300)})
+
+    async def _warn_about_orphans(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Say so when runnable jobs of types this worker does not run have waited long:
+        either a worker with that plugin is missing, or the type is misspelt."""
+        waiting = await self.store.orphan_types(
+            conn, list(self.config.job_types or ()), older_than=timedelta(seconds=ORPHAN_CHECK_SECONDS))
+        if waiting:
+            self._log.warning("runnable jobs of types this worker does not handle are waiting",
+                              extra={"types": ", ".join(f"{t} ({n})" for t, n in waiting[:10])})
 
     async def _scheduler_loop(self) -> None:
         while True:
@@ -690,25 +732,40 @@ class Worker:
         for entry in leftover:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await entry.task
-        # Completions that finished in time are flushed before we release anything.
-        deadline = time.monotonic() + max(5.0, self.config.lease_seconds)
-        while (self._finishing or not self._finished_queue.empty()) and time.monotonic() < deadline:
+        # After the grace period the rest of the shutdown is bounded (SHUTDOWN_BUDGET), even
+        # with the database down, so that systemd's TimeoutStopSec (45 s in the shipped unit,
+        # 20 s grace) never has to SIGKILL us: first the completions that finished in time,
+        # then releasing what did not run. What cannot be written is left to lease recovery.
+        budget_end = time.monotonic() + SHUTDOWN_BUDGET
+        flush_end = time.monotonic() + SHUTDOWN_BUDGET / 2
+        while (self._finishing or not self._finished_queue.empty()) and time.monotonic() < flush_end:
             await asyncio.sleep(0.02)
+        if self._finishing:
+            self._log.warning("shutting down with completions not stored (database unreachable); "
+                              "their leases expire and another worker runs them again",
+                              extra={"count": len(self._finishing),
+                                     "lease": self.config.lease_seconds})
         buffered = [job for job, _ in self._buffer.values()]
         self._buffer.clear()
         ids = [e.job.id for e in leftover] + [job.id for job in buffered]
-        if ids:
-            for attempt in range(5):
-                try:
-                    async with self.pool.connection() as conn:
-                        released = await self.store.release(conn, self.worker_id, ids)
-                    self._log.info("released unfinished jobs", extra={"count": len(released)})
-                    for e in leftover:
-                        if e.job.id in released:
-                            self._record(e.job, "released", time.monotonic() - e.started)
-                    for job in buffered:
-                        if job.id in released:
-                            self._record(job, "released", 0.0)
-                    break
-                except (psycopg.OperationalError, OSError):
-                    await asyncio.sleep(0.5 * 2**attempt)
+        released_ok = not ids
+        attempt = 0
+        while ids and not released_ok and (left := budget_end - time.monotonic()) > 0:
+            try:
+                async with self.pool.connection(timeout=left) as conn:
+                    released = await self.store.release(conn, self.worker_id, ids)
+                released_ok = True
+                self._log.info("released unfinished jobs", extra={"count": len(released)})
+                for e in leftover:
+                    if e.job.id in released:
+                        self._record(e.job, "released", time.monotonic() - e.started)
+                for job in buffered:
+                    if job.id in released:
+                        self._record(job, "released", 0.0)
+            except (psycopg.OperationalError, OSError):
+                attempt += 1
+                await asyncio.sleep(min(0.5 * 2**attempt, max(0.0, budget_end - time.monotonic())))
+        if not released_ok:
+            self._log.warning("could not release unfinished jobs (database unreachable); their "
+                              "leases expire and another worker recovers them, counting an attempt",
+                              extra={"count": len(ids), "lease": self.config.lease_seconds})

@@ -340,3 +340,23 @@ async def test_same_id_twice_in_one_batch_keeps_the_last(db: Any, org_id: uuid.U
         ("new", 1),
         ("word", 1),
     ]
+
+
+async def test_stopwords_of_the_query_language_do_not_match_other_languages(db: Any) -> None:
+    """German "die" (the) is an English word: without the query's language, a German billing
+    ticket matched an English article about dying users on it alone."""
+    org = uuid.uuid4()
+    await import_articles(db, org, [
+        {"id": "died", "title": "What happens to your account when you die?",
+         "body": "When a user dies, relatives can ask us to memorialise or close the account.",
+         "language": "en"},
+        {"id": "invoice", "title": "Invoices and billing", "body": "Download every invoice as PDF.",
+         "language": "en"},
+    ])
+    await db.commit()
+    ticket = "Die Rechnung ist falsch. Die Abbuchung war doppelt, die Summe stimmt nicht."
+    assert ids(await search_articles(db, org, ticket, k=2)) == ["died"]  # the failure, shown
+    assert await search_articles(db, org, ticket, k=2, query_language="de") == []
+    # English queries keep their meaning: only English stopwords go.
+    assert ids(await search_articles(db, org, "the user died", k=1, query_language="en")) == ["died"]
+    assert ids(await search_articles(db, org, "Rechnung invoice", k=1, query_language="de")) == ["invoice"]

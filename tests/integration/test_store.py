@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -98,6 +98,27 @@ async def test_bulk_with_dedupe_keys_maps_duplicates(conn, org, clock):
     assert (await cur.fetchone())[0] == 11
 
 
+async def test_bulk_with_a_dedupe_key_whose_live_job_finishes_meanwhile_inserts_it(conn, org, clock):
+    """The live holder of a key can finish between the bulk INSERT ... ON CONFLICT and the
+    lookup of the holder's id; the job must then be inserted (the key is free), not fail."""
+    store = JobStore(clock)
+    holder = await store.enqueue(conn, job(org, dedupe_key="race"))
+    # Finish the holder right after the staged insert, as a concurrent worker would.
+    await conn.execute(f"""
+        CREATE FUNCTION test_finish_holder() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN UPDATE job_queue SET status = 'DONE' WHERE id = '{holder.id}' AND status = 'PENDING';
+              RETURN NULL; END $$;
+        CREATE TRIGGER test_finish_holder AFTER INSERT ON job_events
+            FOR EACH STATEMENT EXECUTE FUNCTION test_finish_holder();""")
+    jobs = [job(org, i, dedupe_key=f"k{i}") for i in range(10)] + [job(org, 99, dedupe_key="race")]
+    ids = await store.enqueue_many(conn, jobs)
+
+    assert ids[-1] == jobs[-1].id != holder.id  # inserted in the second round
+    assert ids[:10] == [j.id for j in jobs[:10]]
+    cur = await conn.execute("SELECT status FROM job_queue WHERE dedupe_key = 'race' ORDER BY created_at, id")
+    assert sorted(r[0] for r in await cur.fetchall()) == ["DONE", "PENDING"]
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
@@ -123,6 +144,23 @@ async def test_job_fields_are_checked(conn, org):
         await store.enqueue(conn, NewJob(organization_id=org, job_type="x" * 65))
     with pytest.raises(ValidationError, match="run_after"):
         await store.enqueue(conn, job(org, run_after=datetime(2026, 1, 1)))
+    # Stored fine by PostgreSQL, unreadable by drivers afterwards (1 BC / year 10000 in UTC).
+    for far in (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+                datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-14)))):
+        with pytest.raises(ValidationError, match="run_after: must be between"):
+            await store.enqueue(conn, job(org, run_after=far))
+    with pytest.raises(ValidationError, match="dedupe_key: contains invalid unicode"):
+        await store.enqueue(conn, job(org, dedupe_key="\udcff"))
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        await store.enqueue(conn, job(org, timeout_seconds=1e-50))
+    # The database keeps the same bounds for rows written behind the application's back.
+    with pytest.raises(psycopg.errors.CheckViolation):
+        await conn.execute("INSERT INTO job_queue (organization_id, job_type, run_after)"
+                           " VALUES (%s, 'NOOP', '0001-12-31 23:00:00+00 BC')", (org,))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        await conn.execute("INSERT INTO job_queue (organization_id, job_type, lease_seconds)"
+                           " VALUES (%s, 'NOOP', 'Infinity')", (org,))
+    assert (await statuses(conn)) == {}
 
 
 async def test_one_mib_payload_is_accepted(conn, org):

@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from atum_ai.clock import SystemClock
+from atum_ai.clock import FrozenClock, SystemClock
 from atum_ai.config import Settings
 from atum_ai.errors import ConfigError
 from atum_ai.handlers.base import Handler, HandlerContext, HandlerResult
@@ -166,13 +167,33 @@ async def test_invalid_payload_in_the_table_goes_dead_with_the_validation_messag
     assert await event_types(conn, job_id) == ["CLAIMED", "DEAD"]
 
 
-async def test_unknown_job_type_goes_dead_at_once(pool, db_url, conn, org):
-    job_id = await enqueue(conn, org, "NOBODY_HANDLES_THIS", {"x": 1})
-    async with running(make_worker(pool, db_url)):
-        job = await wait_status(conn, job_id, JobStatus.DEAD, JobStatus.DONE, JobStatus.FAILED)
-    assert job.status == JobStatus.DEAD and job.retry_count == 1
-    assert "no handler registered for job type 'NOBODY_HANDLES_THIS'" in job.last_error
-    assert await event_types(conn, job_id) == ["ENQUEUED", "CLAIMED", "DEAD"]
+async def test_jobs_of_types_this_worker_cannot_run_are_left_for_a_worker_that_can(
+        pool, db_url, conn, org, caplog):
+    """A fleet with different plugins (or a rolling deploy adding a type): a worker claims only
+    the types it has handlers for, so another worker's job is neither claimed nor killed."""
+    theirs = await enqueue(conn, org, "NOBODY_HANDLES_THIS", {"x": 1})
+    ours = await enqueue(conn, org, "TEST_NOOP")
+    worker = make_worker(pool, db_url, burst=True)
+    assert "NOBODY_HANDLES_THIS" not in (worker.config.job_types or ())
+    assert await asyncio.wait_for(worker.run(install_signals=False), 20) == 0
+    assert (await job_row(conn, ours)).status == JobStatus.DONE
+    assert (await job_row(conn, theirs)).status == JobStatus.PENDING
+    assert await event_types(conn, theirs) == ["ENQUEUED"]
+    # ... and when such jobs wait long, the worker says so.
+    store = JobStore(FrozenClock(datetime.now(UTC) + timedelta(minutes=10)))
+    async with pool.connection() as c:
+        assert await store.orphan_types(c, worker.config.job_types, older_than=timedelta(minutes=5)) == [
+            ("NOBODY_HANDLES_THIS", 1)]
+    caplog.set_level(logging.WARNING, logger="atum_ai.worker")
+    worker.store = store
+    async with pool.connection() as c:
+        await worker._warn_about_orphans(c)
+    assert any("NOBODY_HANDLES_THIS (1)" in str(r.__dict__.get("types")) for r in caplog.records)
+
+
+async def test_a_worker_asked_for_a_type_without_handler_refuses_to_start(pool, db_url):
+    with pytest.raises(ConfigError, match="no registered handler: NOBODY_HANDLES_THIS"):
+        make_worker(pool, db_url, job_types=["TEST_NOOP", "NOBODY_HANDLES_THIS"])
 
 
 async def test_retryable_failure_is_retried_then_dead_when_exhausted(pool, db_url, conn, org):

@@ -103,13 +103,23 @@ WITH corpus AS (
       FROM kb_corpus_stats
      WHERE organization_id = %(organization_id)s
 ),
+-- The query without the stopwords of its own language (%(query_config)s, when known): a
+-- German "die" (the) is no stopword for English articles, where it matched "die"/"died" and
+-- put an article about deceased users first for German billing tickets.
+qtext AS (
+    SELECT CASE WHEN %(query_config)s::regconfig IS NULL THEN %(query)s::text
+                ELSE coalesce((SELECT string_agg(d.token, ' ')
+                                 FROM ts_debug(%(query_config)s::regconfig, %(query)s::text) AS d
+                                WHERE d.lexemes <> '{}'), '') END AS text
+),
 -- The query analysed with every configuration the organization uses (or only the requested
 -- one): stemming and stopwords follow the article's language.
 qterm AS (
     SELECT DISTINCT c.cfg, u.lexeme COLLATE "C" AS lexeme
       FROM corpus
+     CROSS JOIN qtext
      CROSS JOIN LATERAL unnest(corpus.ts_configs) AS c(cfg)
-     CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, %(query)s)) AS u
+     CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, qtext.text)) AS u
      WHERE %(ts_config)s::regconfig IS NULL OR c.cfg = %(ts_config)s::regconfig
 ),
 -- Each query lexeme stands for the vocabulary lexemes equal to it or, when it is long enough,

@@ -237,7 +237,10 @@ WITH expired AS (
     SELECT id, locked_by AS old_worker, cancel_requested AS was_cancelled
       FROM job_queue
      WHERE status = 'RUNNING'
-       AND locked_at < %(now)s - make_interval(secs => coalesce(lease_seconds, %(default_lease)s))
+       -- least(): a lease of NaN/Infinity written before the range check existed must not
+       -- make this statement fail for every row (PostgreSQL orders NaN above all numbers).
+       AND locked_at < %(now)s - make_interval(
+               secs => least(coalesce(lease_seconds, %(default_lease)s), 604800))
      ORDER BY locked_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -284,6 +287,7 @@ WITH target AS (
            updated_at = %(now)s
       FROM target t
      WHERE j.id = t.id AND j.status = t.status AND j.status IN ('PENDING', 'FAILED', 'RUNNING')
+       AND NOT (j.status = 'RUNNING' AND j.cancel_requested)  -- asked already: no second event
     RETURNING j.id, j.organization_id, t.status AS from_status, j.status AS to_status,
               j.retry_count
 ), ev AS (
@@ -353,6 +357,13 @@ SELECT id, organization_id, job_type, status, retry_count, max_retries, run_afte
    AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)
  ORDER BY updated_at DESC
  LIMIT %(limit)s;
+
+-- name: job_orphan_types
+-- Job types with runnable jobs that waited since before %(before)s and are not in %(job_types)s.
+SELECT job_type, count(*) AS waiting FROM job_queue
+ WHERE status IN ('PENDING', 'FAILED') AND run_after < %(before)s
+   AND job_type <> ALL(%(job_types)s::text[])
+ GROUP BY job_type ORDER BY 2 DESC;
 
 -- name: job_runnable_exists
 -- Is anything runnable now (for --burst)? Includes RUNNING rows of other workers.
