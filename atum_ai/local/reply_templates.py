@@ -33,14 +33,33 @@ def _excerpt(snippet: str | None, limit: int = 280) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _summary(body: str | None, limit: int = 280) -> str:
+    """The article's opening sentences, whole, up to ``limit`` characters: what an agent would
+    quote as "in short". (The search snippet is a fragment cut around matched words, often
+    from mid-sentence; it is the fallback when the body is missing.)"""
+    text = " ".join((body or "").split())
+    if not text:
+        return ""
+    out = ""
+    for sentence in _SENTENCE_END.split(text):
+        if out and len(out) + 1 + len(sentence) > limit:
+            break
+        out = f"{out} {sentence}".strip()
+    return out if len(out) <= limit else out[: limit - 1].rstrip() + "…"
+
+
 def render_reply(language: str | None, *, subject: str, article: dict[str, Any] | None,
-                 urgent: bool = False, team: str = "Support team") -> tuple[str, str]:
-    """Return (draft, language used)."""
+                 urgent: bool = False, team: str | None = None) -> tuple[str, str]:
+    """Return (draft, language used). ``team`` signs the draft; by default the template's own
+    words for "the support team" in its language."""
     lang = language if language in REPLY_LANGUAGES else "en"
     art = None
     if article:
         art = {"title": article.get("title", ""), "url": article.get("url"),
-               "excerpt": _excerpt(article.get("snippet"))}
-    subject = " ".join((subject or "").split())[:160] or "-"
+               "excerpt": _summary(article.get("body")) or _excerpt(article.get("snippet"))}
+    subject = " ".join((subject or "").split())[:160]
     text = _env().get_template(f"{lang}.j2").render(subject=subject, article=art, urgent=urgent, team=team)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n", lang

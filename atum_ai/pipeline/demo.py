@@ -130,6 +130,10 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
         info(f"triage model v{version} trained on {meta['n_examples']} tickets; SLA model: cold start "
              "(no history for a new organization: policy targets + priority base rates)")
         now = env.clock.now()
+        # Tickets opened over the last few hours, so SLA risk varies, but never before today's
+        # midnight (UTC): the snapshot of today must count every one of them.
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        spread_minutes = min(240.0, (now - midnight).total_seconds() / 60)
         rng = random.Random(7)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
@@ -137,8 +141,8 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
             async with conn.transaction():
                 for r in event_rows:
                     ev = parse_event(r)
-                    # Spread creation times over the last working day so SLA risk varies.
-                    ev = ev.model_copy(update={"occurred_at": now - timedelta(minutes=rng.uniform(0, 600))})
+                    ev = ev.model_copy(update={
+                        "occurred_at": now - timedelta(minutes=rng.uniform(0, spread_minutes))})
                     await ingest_event(conn, org, ev, store=store)
                     progress.advance(task)
     t_pipeline = await _drain(env, org, concurrency, len(event_rows) * JOBS_PER_TICKET, "running the pipeline")

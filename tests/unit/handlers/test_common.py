@@ -126,3 +126,20 @@ def test_triage_confident_result_needs_no_review():
                                        summary="Duplicate charge.")
     assert (result.needs_review, result.review_reasons, result.summary) == (False, [], "Duplicate charge.")
     assert result.intent is None and result.source == "llm"
+
+
+SIGN_OFF = {"en": "The support team", "de": "Ihr Support-Team", "es": "El equipo de soporte",
+            "fr": "L'équipe support", "pt": "A equipa de suporte"}
+
+
+@pytest.mark.parametrize("language", REPLY_LANGUAGES)
+def test_reply_quotes_the_articles_opening_sentences_and_signs_off_in_its_language(language):
+    article = {**ARTICLE, "body": "Open the sign-in page and click Forgot password. We send a link "
+                                  "that stays valid for one hour. " + "More detail follows. " * 30}
+    draft, _ = render_reply(language, subject="", article=article)
+    assert "Open the sign-in page and click Forgot password. We send a link that stays valid" in draft
+    assert "More detail follows" in draft and len(draft) < 900
+    assert draft.rstrip().endswith(SIGN_OFF[language])
+    assert '""' not in draft and "«»" not in draft and "„“" not in draft and '"-"' not in draft
+    signed, _ = render_reply(language, subject="x", article=None, team="Acme Care")
+    assert signed.rstrip().endswith("Acme Care")
