@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # --- worker ---------------------------------------------------------------------------
     concurrency: int = Field(default=16, ge=1, le=10_000)
-    lease_seconds: float = Field(default=30.0, ge=1, le=604_800)
+    lease_seconds: float = Field(default=30.0, ge=1, le=86_400)
     grace_seconds: float = Field(default=20.0, ge=0, le=86_400)
     poll_interval_seconds: float = Field(default=2.0, ge=0.01, le=3_600)
     job_timeout_seconds: float = Field(default=300.0, ge=0.001, le=86_400)

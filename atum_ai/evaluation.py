@@ -757,9 +757,9 @@ async def evaluate(env: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _announce(message: str) -> None:
-    from atum_ai.cli.output import err_console
+    from atum_ai.cli.output import say
 
-    err_console.print(message)
+    say(message)
 
 
 # =========================================================================== output
@@ -842,7 +842,9 @@ def print_report(report: Mapping[str, Any]) -> None:
                 [["SlaModel (group medians)", _f(res["model_mae_hours"], 1)],
                  ["per-priority median (train)", _f(res["priority_median_mae_hours"], 1)]])
     for note in report.get("notes", []):
-        console.print(f"note: {note}")
+        from atum_ai.cli.output import plain
+
+        console.print(plain(f"note: {note}"))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -3,21 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 
+from atum_ai.cli.queue_cmds import check_int, check_seconds
 from atum_ai.cli.runner import CommandEnv
 from atum_ai.errors import ConfigError
 from atum_ai.runtime import build_context_builder, open_pool
 from atum_ai.worker.service import Worker, WorkerConfig, required_pool_size
 
 
+MAX_CONCURRENCY = 10_000
+MAX_POOL_SIZE = 10_000
+MAX_LEASE_SECONDS = 86_400
+MAX_GRACE_SECONDS = 86_400
+METRICS_ADDR = "127.0.0.1"  # where Worker serves --metrics-port (atum_ai.worker.metrics)
+
+
+def check_worker_flags(args: argparse.Namespace) -> None:
+    """Flags given on the command line, checked with an error naming the flag (the ATUM_*
+    settings are checked, naming the variable, by Settings)."""
+    if args.concurrency is not None:
+        check_int(args.concurrency, "--concurrency", 1, MAX_CONCURRENCY)
+    if args.lease is not None:
+        check_seconds(args.lease, "--lease", 1, MAX_LEASE_SECONDS)
+    if args.grace is not None:
+        check_seconds(args.grace, "--grace", 0, MAX_GRACE_SECONDS)
+    if args.pool_size is not None:
+        check_int(args.pool_size, "--pool-size", 1, MAX_POOL_SIZE)
+    if args.metrics_port is not None:
+        check_int(args.metrics_port, "--metrics-port", 1, 65_535)
+
+
+def check_port_free(port: int, addr: str = METRICS_ADDR) -> None:
+    """Fail before starting when the metrics port cannot be bound (in use, or privileged),
+    instead of an OSError from deep inside the worker. Same options as the metrics server
+    (SO_REUSEADDR), so a port in TIME_WAIT is not refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((addr, port))
+            s.listen(1)
+        except OSError as exc:
+            raise ConfigError(_port_error(port, addr, exc)) from None
+
+
+def _port_error(port: int, addr: str, exc: OSError) -> str:
+    why = {errno.EADDRINUSE: "the port is already in use",
+           errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
+        exc.errno or 0, exc.strerror or str(exc))
+    return f"--metrics-port: cannot serve metrics on {addr}:{port}: {why}"
+
+
 def worker_config(env: CommandEnv, args: argparse.Namespace) -> WorkerConfig:
     s = env.settings
     from datetime import timedelta
 
+    check_worker_flags(args)
+    # "is None", not "or": --concurrency 0 or --lease 0 used to become the default silently.
     return WorkerConfig(
-        concurrency=args.concurrency or s.concurrency,
+        concurrency=s.concurrency if args.concurrency is None else args.concurrency,
         job_types=[t.strip() for t in args.types.split(",") if t.strip()] if args.types else None,
-        lease_seconds=args.lease or s.lease_seconds,
+        lease_seconds=s.lease_seconds if args.lease is None else args.lease,
         grace_seconds=s.grace_seconds if args.grace is None else args.grace,
         poll_interval=s.poll_interval_seconds,
         default_timeout=s.job_timeout_seconds,
@@ -33,7 +80,7 @@ def worker_config(env: CommandEnv, args: argparse.Namespace) -> WorkerConfig:
 async def cmd_worker(env: CommandEnv, args: argparse.Namespace) -> int:
     config = worker_config(env, args)
     needed = required_pool_size(config.concurrency)
-    pool_size = args.pool_size or env.settings.pool_size or needed
+    pool_size = args.pool_size if args.pool_size is not None else (env.settings.pool_size or needed)
     if pool_size < needed:
         raise ConfigError(
             f"connection pool too small: pool size {pool_size} but concurrency "
@@ -45,12 +92,19 @@ async def cmd_worker(env: CommandEnv, args: argparse.Namespace) -> int:
     from atum_ai.pipeline.schedules import default_schedules
 
     schedules = [] if args.no_schedules else default_schedules(env.settings)
+    if config.metrics_port is not None:
+        check_port_free(config.metrics_port)
     async with open_pool(env.url, max_size=pool_size, min_size=min(4, pool_size)) as pool:
         builder = build_context_builder(env.settings, pool, env.clock)
         worker = Worker(pool=pool, conninfo=env.url, store=store, registry=registry,
                         context_factory=builder, config=config, schedules=schedules)
         try:
             return await worker.run()
+        except OSError as exc:
+            # Taken between the check above and the worker's bind (nothing else here binds).
+            if config.metrics_port is not None and exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise ConfigError(_port_error(config.metrics_port, METRICS_ADDR, exc)) from None
+            raise
         finally:
             if builder.llm is not None:
                 await builder.llm.aclose()
@@ -58,12 +112,17 @@ async def cmd_worker(env: CommandEnv, args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run jobs until stopped (SIGTERM/SIGINT drain gracefully)")
-    p.add_argument("--concurrency", type=int, help="jobs at once (ATUM_CONCURRENCY, default 16)")
+    p.add_argument("--concurrency", type=int,
+                   help=f"jobs at once, 1-{MAX_CONCURRENCY} (ATUM_CONCURRENCY, default 16)")
     p.add_argument("--types", help="comma-separated job types to run (default: all)")
     p.add_argument("--burst", action="store_true", help="exit 0 when nothing is runnable")
-    p.add_argument("--lease", type=float, help="lease seconds (ATUM_LEASE_SECONDS, default 30)")
-    p.add_argument("--grace", type=float, help="shutdown grace seconds (default 20)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--pool-size", type=int, help="connection pool size (default: concurrency + 4)")
+    p.add_argument("--lease", type=float,
+                   help=f"lease seconds, 1-{MAX_LEASE_SECONDS} (ATUM_LEASE_SECONDS, default 30)")
+    p.add_argument("--grace", type=float,
+                   help=f"shutdown grace seconds, 0-{MAX_GRACE_SECONDS} (ATUM_GRACE_SECONDS, default 20)")
+    p.add_argument("--metrics-port", type=int,
+                   help=f"serve Prometheus metrics on {METRICS_ADDR}:PORT (1-65535)")
+    p.add_argument("--pool-size", type=int,
+                   help=f"connection pool size, 1-{MAX_POOL_SIZE} (ATUM_POOL_SIZE, default: concurrency + 4)")
     p.add_argument("--no-schedules", action="store_true", help="do not run periodic jobs here")
     p.set_defaults(func=cmd_worker, needs_db=True, needs_schema=True)

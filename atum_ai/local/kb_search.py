@@ -20,7 +20,8 @@ Retrieval (the ``kb_search`` block in ``sql/kb.sql``) runs entirely in PostgreSQ
                    m = 1 for an exact match, prefix_weight for a prefix match
        idf(t)    = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
        bm25(d)   = sum over query lexemes t:  idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl))
-       score(d)  = bm25(d) * (1 + boost_weight * tanh(boost(d)))
+       score(d)  = bm25(d) * (1 + boost_weight * tanh(boost(d))) * (same_language_weight if d
+                   is in the query's language else 1)
 
    N and avgdl come from ``kb_corpus_stats``; df(t) is counted over the candidates, which is
    exact because every article containing t is a candidate. ``boost`` is a per-article prior
@@ -160,6 +161,10 @@ class Bm25Params:
     min_prefix_len: int = 4
     max_expansions: int = 20
     boost_weight: float = 0.25
+    # Articles in the query's own language (when known) score this much more: where a KB has
+    # an article in several languages, the customer's version should come first, and a
+    # cross-language match (shared product words only) rarely beats a real one.
+    same_language_weight: float = 1.5
 
 
 DEFAULT_PARAMS = Bm25Params()

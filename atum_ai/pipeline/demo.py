@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import psycopg
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atum_ai.cli.output import console, info, print_json
+from atum_ai.cli.output import console, info, plain, print_json, say, styled
 from atum_ai.cli.runner import CommandEnv
 from atum_ai.errors import ValidationError
 from atum_ai.resources import fixtures_dir
@@ -30,18 +31,32 @@ TRAIN_SHARE = 0.6
 MAX_TRAIN = 3000
 
 
-def _paths(tickets: str | None, kb: str | None) -> tuple[Path, Path, Path | None]:
+@dataclass(frozen=True)
+class DemoInputs:
+    tickets: Path  # labelled tickets: split into training and events, unless ``training`` is set
+    kb: tuple[Path, ...]
+    training: Path | None = None  # the project's own fixtures: a separate training set
+    taxonomy: Path | None = None
+
+
+def demo_inputs(tickets: str | None, kb: str | None) -> DemoInputs:
+    """The files the demo reads, checked before anything starts (a wrong path is one line,
+    not a database start-up followed by an error)."""
     fx = fixtures_dir()
     if (tickets is None or kb is None) and fx is None:
         raise ValidationError("the project's fixtures are not installed here; pass --tickets and --kb",
                               field="--tickets")
     t = Path(tickets) if tickets else fx / "tickets.jsonl"  # type: ignore[operator]
-    k = Path(kb) if kb else fx / "kb.jsonl"  # type: ignore[operator]
-    for p, flag in ((t, "--tickets"), (k, "--kb")):
+    kbs = (Path(kb),) if kb else tuple(  # the fixtures' KB, with its translated articles
+        p for p in (fx / "kb.jsonl", fx / "kb_translations.jsonl") if p.is_file())  # type: ignore[operator]
+    for p, flag in ((t, "--tickets"), *((k, "--kb") for k in kbs or (Path(kb or "kb.jsonl"),))):
         if not p.is_file():
             raise ValidationError(f"no such file: {p}", field=flag)
-    taxonomy = fx / "taxonomy.json" if (tickets is None and fx is not None) else None
-    return t, k, taxonomy if taxonomy and taxonomy.is_file() else None
+    training = taxonomy = None
+    if tickets is None and fx is not None:
+        training = fx / "training_tickets.jsonl" if (fx / "training_tickets.jsonl").is_file() else None
+        taxonomy = fx / "taxonomy.json" if (fx / "taxonomy.json").is_file() else None
+    return DemoInputs(t, kbs, training, taxonomy)
 
 
 def _split(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -107,10 +122,18 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
     from atum_ai.queue.models import NewJob
 
     logging.getLogger("atum_ai.worker").setLevel(logging.WARNING)
-    t_path, kb_path, taxonomy_path = _paths(tickets, kb)
-    rows = read_labelled_tickets(t_path)
-    articles = read_labelled_tickets(kb_path)
-    train_rows, event_rows = _split(rows, limit)
+    inputs = demo_inputs(tickets, kb)
+    taxonomy_path = inputs.taxonomy
+    rows = read_labelled_tickets(inputs.tickets)
+    articles = [a for path in inputs.kb for a in read_labelled_tickets(path)]
+    if inputs.training is not None:
+        # The project's fixtures: a training set of their own, and every ticket as an event.
+        train_rows = read_labelled_tickets(inputs.training)[:MAX_TRAIN]
+        event_rows = rows[:limit] if limit is not None else rows
+        if limit is not None and limit < 1:
+            raise ValidationError("must be at least 1", field="--limit")
+    else:
+        train_rows, event_rows = _split(rows, limit)
     org = uuid.uuid4()
     mode = "an OpenAI-compatible LLM at " + str(env.settings.llm_base_url) if env.settings.llm_configured \
         else "local models (no LLM configured)"
@@ -182,19 +205,23 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
         # The draft's first line is a greeting; show it with the sentence that follows.
         lines = [ln.strip() for ln in (rep.get("draft") or "").splitlines() if ln.strip()]
         first_line = " ".join(lines[:2]) if lines else "-"
-        table.add_row(tid, label(tri, "language"), label(tri, "queue"), label(tri, "priority"),
-                      (tri.get("sentiment") or {}).get("label", "-"),
-                      f"{top.get('article_id', '-')} {top.get('title', '')[:40]}",
-                      f"{sla.get('risk_band', '-')} {sla.get('breach_probability', 0):.0%}" if sla else "-",
-                      first_line[:70])
+        # Cells are data (ticket text, article titles): Text, never Rich markup.
+        table.add_row(*(plain(c, one_line=True) for c in (
+            tid, label(tri, "language"), label(tri, "queue"), label(tri, "priority"),
+            (tri.get("sentiment") or {}).get("label", "-"),
+            f"{top.get('article_id', '-')} {top.get('title', '')[:40]}",
+            f"{sla.get('risk_band', '-')} {sla.get('breach_probability', 0):.0%}" if sla else "-",
+            first_line[:70])))
     console.print(table)
     if snap:
         m = snap[0]
-        info(f"[bold]metrics snapshot {m['day']}[/bold]: tickets in {m['tickets_in']}, resolved "
-             f"{m['tickets_resolved']}, DEAD jobs {m['dead_jobs']}, suggestions "
-             + ", ".join(f"{k} {v}" for k, v in m["suggestions_created"].items())
-             + ", latency p50 " + ", ".join(f"{k} {v['p50_ms']} ms" for k, v in m["job_latency"].items()))
+        say(styled((f"metrics snapshot {m['day']}", "bold"),
+                   f": tickets in {m['tickets_in']}, resolved {m['tickets_resolved']}, DEAD jobs "
+                   f"{m['dead_jobs']}, suggestions "
+                   + ", ".join(f"{k} {v}" for k, v in m["suggestions_created"].items())
+                   + ", latency p50 "
+                   + ", ".join(f"{k} {v['p50_ms']} ms" for k, v in m["job_latency"].items())))
     info(f"[bold]done[/bold]: {len(event_rows)} tickets, {jobs_total} jobs ({dead} DEAD) in "
          f"{t_pipeline:.1f} s of pipeline ({summary['tickets_per_second']} tickets/s), {elapsed:.1f} s in all")
-    info(f"next: atum-ai suggestions --org {org} --ticket {event_rows[0]['id'] if event_rows else 'ID'}")
+    say(f"next: atum-ai suggestions --org {org} --ticket {event_rows[0]['id'] if event_rows else 'ID'}")
     return 0 if dead == 0 else 1

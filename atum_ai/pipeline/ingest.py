@@ -13,15 +13,23 @@ Accepted shapes (one JSON object each):
 * a labelled ticket (``{"id", "subject", "body", "queue"?, "type"?, "priority"?, ...}``, the
   format of public helpdesk datasets): read as ``ticket.created``; its labels are kept for
   training and evaluation, never shown to the models at prediction time.
+
+Ids (``ticket_id``, ``event_id``, a labelled ticket's ``id``) are non-empty strings or
+integers; anything else (null, an object, 1e400) is refused naming the field rather than
+turned into a string such as ``"None"``. ``occurred_at`` must fall between 1970-01-01 and
+9000-01-01 in UTC. JSONL files are read as bytes and split on ``\n`` only
+(:func:`split_jsonl`, :func:`decode_jsonl_line`): a raw U+2028 inside a JSON string is not a
+line break, and a line that is not UTF-8 is one bad line, not a bad file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from psycopg import AsyncConnection
@@ -41,6 +49,91 @@ MAX_BODY = 100_000
 # The mirror keeps the conversation's customer text, bounded so a long thread cannot grow
 # a row without limit; the newest text is kept.
 MAX_MIRROR_BODY = 200_000
+MAX_ID_CHARS = 200
+# Event times accepted, in UTC. PostgreSQL stores far more, but drivers read back only years
+# 1..9999: "9999-12-31T23:59:59-14:00" (year 10000 in UTC) was stored and then broke every
+# read of the organization's tickets.
+EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_OCCURRED_AT = datetime(9000, 1, 1, tzinfo=UTC)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def split_jsonl(data: bytes) -> list[bytes]:
+    """The lines of a JSONL file, undecoded: split on ``\n`` only (``str.splitlines`` also
+    splits on U+2028, U+2029 and U+0085, which ``json.dumps(..., ensure_ascii=False)`` writes
+    raw inside strings), a trailing ``\r`` removed, a leading UTF-8 BOM dropped. Line ``n``
+    of the file is item ``n - 1``."""
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM):]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the file's final newline ends the last line; it does not start one
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def decode_jsonl_line(raw: bytes) -> str:
+    """One line as text; a ValidationError (no field: the caller adds the line number) when
+    it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                              "of the line)") from None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return f"a non-integer number ({value!r})"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def id_text(value: Any, field: str) -> str:
+    """An id from JSON: a non-empty string (stripped) or an integer; else a ValidationError
+    naming ``field``. Never ``str()`` of anything: null became the ticket "None" (and every
+    null id the same ticket), an object "{'x': 1}", 1e400 "inf"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 4 * MAX_ID_CHARS:  # str() of a 10**5000 raises (and is too long)
+            raise ValidationError(f"integer too large (at most {MAX_ID_CHARS} digits)", field=field)
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValidationError("must not be empty", field=field)
+    else:
+        raise ValidationError(f"must be a non-empty string or an integer, not {_json_kind(value)}",
+                              field=field)
+    if len(text) > MAX_ID_CHARS:
+        raise ValidationError(f"must be at most {MAX_ID_CHARS} characters", field=field)
+    _check_text(text, field)
+    return text
+
+
+def _check_text(text: str, field: str) -> None:
+    try:
+        _no_nul(text)
+    except ValueError as exc:
+        raise ValidationError(str(exc), field=field) from None
+
+
+def _label_text(value: Any, field: str) -> str | None:
+    """A gold label: text, an integer or a finite number; null is "no label"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 600:
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    raise ValidationError(f"must be a string or a number, not {_json_kind(value)}", field=field)
 
 
 def _no_nul(value: str | None) -> str | None:
@@ -69,10 +162,29 @@ class TicketEvent(BaseModel):
     tags: list[ShortText] = Field(default_factory=list, max_length=50)
     labels: dict[str, ShortText | None] | None = None  # gold labels (labelled imports only)
 
+    @field_validator("ticket_id", "event_id", mode="before")
+    @classmethod
+    def _id_in(cls, v: Any) -> Any:
+        # A ticket system may send numeric ids: 4711 is ticket "4711". Not a boolean, not a
+        # float (1e400 would be "inf"); other types fail as "not a valid string".
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v.bit_length() > 4 * MAX_ID_CHARS:
+                raise ValueError(f"integer too large (at most {MAX_ID_CHARS} digits)")
+            return str(v)
+        return v
+
     @field_validator("ticket_id", "event_id", "subject", "body", "priority", "channel")
     @classmethod
     def _text_ok(cls, v: str | None) -> str | None:
         return _no_nul(v)
+
+    @field_validator("event_id")
+    @classmethod
+    def _event_id_not_blank(cls, v: str | None) -> str | None:
+        # Kept as given (it is the replay key), but "   " identifies nothing.
+        if v is not None and not v.strip():
+            raise ValueError("must not be blank")
+        return v
 
     @field_validator("tags")
     @classmethod
@@ -94,6 +206,9 @@ class TicketEvent(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.utcoffset() is None:
             raise ValueError("naive datetime; give a timezone (e.g. 2026-01-01T09:00:00Z)")
+        if v is not None and not EARLIEST_OCCURRED_AT <= v < LATEST_OCCURRED_AT:
+            raise ValueError(f"must be between {EARLIEST_OCCURRED_AT:%Y-%m-%d} and "
+                             f"{LATEST_OCCURRED_AT:%Y-%m-%d} (UTC)")
         return v
 
     def key(self) -> str:
@@ -114,12 +229,13 @@ def parse_event(raw: Any) -> TicketEvent:
         raise ValidationError("an event must be a JSON object", field="event")
     data = dict(raw)
     if not str(data.get("type", "")).startswith("ticket.") and "id" in data:
-        labels = {k: (str(data[k]) if data.get(k) is not None else None) for k in _LABEL_FIELDS if k in data}
+        ticket_id = id_text(data["id"], "id")
+        labels = {k: _label_text(data[k], f"labels.{k}") for k in _LABEL_FIELDS if k in data}
         tags = data.get("tags") or []
         data = {
             "type": "ticket.created",
-            "ticket_id": str(data["id"]),
-            "event_id": f"import:{data['id']}",
+            "ticket_id": ticket_id,
+            "event_id": f"import:{ticket_id}",
             "subject": data.get("subject") or "",
             "body": data.get("body") or "",
             "language": data.get("language"),
@@ -135,7 +251,7 @@ def parse_event(raw: Any) -> TicketEvent:
 
         # field_path quotes a key that is not a plain name (a label key may hold anything).
         where = field_path(err["loc"], root="").lstrip(".") or "event"
-        raise ValidationError(err["msg"], field=where) from None
+        raise ValidationError(str(err["msg"]).removeprefix("Value error, "), field=where) from None
 
 
 @dataclass(frozen=True)

@@ -88,18 +88,24 @@ def load_taxonomy_file(path: Path) -> Any:
 
 
 def read_labelled_tickets(path: Path) -> list[dict[str, Any]]:
+    from atum_ai.pipeline.ingest import decode_jsonl_line, split_jsonl
+
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"line {n}: not valid JSON ({exc.msg})", field=str(path)) from None
-            if not isinstance(row, dict):
-                raise ValidationError(f"line {n}: expected a JSON object", field=str(path))
-            rows.append(row)
+    for n, raw in enumerate(split_jsonl(path.read_bytes()), 1):
+        try:
+            line = decode_jsonl_line(raw)
+        except ValidationError as exc:
+            raise ValidationError(f"line {n}: {exc}", field=str(path)) from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise ValidationError(f"line {n}: not valid JSON ({msg})", field=str(path)) from None
+        if not isinstance(row, dict):
+            raise ValidationError(f"line {n}: expected a JSON object", field=str(path))
+        rows.append(row)
     return rows
 
 

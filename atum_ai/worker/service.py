@@ -106,7 +106,7 @@ class WorkerConfig:
 
         if not 1 <= self.concurrency <= 10_000:
             raise ConfigError(f"concurrency must be between 1 and 10000, not {self.concurrency}")
-        seconds("lease", self.lease_seconds, 1, 604_800)
+        seconds("lease", self.lease_seconds, 1, 86_400)
         seconds("grace", self.grace_seconds, 0, 86_400)
         seconds("poll interval", self.poll_interval, 0.01, 3_600)
         seconds("default job timeout", self.default_timeout, 0.001, 86_400)
@@ -248,7 +248,11 @@ class Worker:
         if install_signals:
             self._install_signal_handlers()
         if self.config.metrics_port:
-            self.metrics.serve(self.config.metrics_port)
+            try:
+                self.metrics.serve(self.config.metrics_port)
+            except OSError as exc:
+                raise ConfigError(f"metrics port {self.config.metrics_port}: "
+                                  f"{exc.strerror or exc}") from None
         listener = Listener(self.conninfo, self._on_notify, job_types=self.config.job_types,
                             on_connected=self._on_listener_connected)
         background = [

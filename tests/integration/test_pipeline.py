@@ -234,7 +234,7 @@ async def trained_org(conn, org):
     await set_taxonomy(conn, org, fixture_taxonomy())
     await train_triage(conn, org, train)
     async with conn.transaction():
-        await import_articles(conn, org, read_jsonl("kb.jsonl"))
+        await import_articles(conn, org, read_jsonl("kb.jsonl") + read_jsonl("kb_translations.jsonl"))
     return held_out
 
 

@@ -9,7 +9,7 @@ from atum_ai.worker.service import WorkerConfig
 
 @pytest.mark.parametrize("lease", [0, 0.5, math.inf, math.nan, 1e30, -1])
 def test_worker_refuses_a_lease_outside_one_second_to_a_week(lease):
-    with pytest.raises(ConfigError, match="lease must be between 1 and 604800"):
+    with pytest.raises(ConfigError, match="lease must be between 1 and 86400"):
         WorkerConfig(lease_seconds=lease)
 
 

@@ -189,7 +189,9 @@ scored AS (
      GROUP BY t.article_id, t.cfg, t.boost
 ),
 top AS (
-    SELECT article_id, cfg, bm25 * (1 + %(boost_weight)s * tanh(boost)) AS score
+    SELECT article_id, cfg, bm25 * (1 + %(boost_weight)s * tanh(boost))
+           * CASE WHEN cfg = %(query_config)s::regconfig THEN %(same_language_weight)s ELSE 1 END
+           AS score
       FROM scored
      ORDER BY score DESC, article_id
      LIMIT %(k)s
