@@ -171,8 +171,10 @@ def describe(kind: str, c: dict[str, Any]) -> str:
         return (f"{c.get('risk_band')} {c.get('breach_probability', 0):.0%} · first response "
                 f"~{c.get('predicted_first_response_minutes')} min · {c.get('source')}")
     if kind == "reply":
-        first = next((ln for ln in (c.get("draft") or "").splitlines() if ln.strip()), "")
-        return f"[{c.get('language')}] {first[:70]}"
+        # The greeting alone says nothing: show the draft's opening, joined into one line.
+        text = " ".join((c.get("draft") or "").split())
+        cited = ", ".join(c.get("cited_article_ids") or []) or "no article"
+        return f"[{c.get('language')}] {text[:110]}{'…' if len(text) > 110 else ''} (cites {cited})"
     return json.dumps(c)[:80]
 
 
@@ -226,8 +228,14 @@ async def cmd_kb_search(env: CommandEnv, args: argparse.Namespace) -> int:
 
     org = parse_uuid(args.org, "--org")
     check_int(args.k, "-k", 1, 1000)
+    language = args.language
+    if language is None:  # the query's own language, as KB_SUGGEST passes the ticket's
+        from atum_ai.local.langid import detect_language
+
+        detected, confidence = detect_language(args.query)
+        language = detected if confidence >= 0.8 and detected != "und" else None
     async with await psycopg.AsyncConnection.connect(env.url, autocommit=True) as conn:
-        hits = await search_articles(conn, org, args.query, k=args.k)
+        hits = await search_articles(conn, org, args.query, k=args.k, query_language=language)
     if args.json:
         print_json([h.model_dump() for h in hits])
     else:
@@ -406,6 +414,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("query")
     p.add_argument("--org", required=True)
     p.add_argument("-k", type=int, default=5)
+    p.add_argument("--language", help="ISO 639-1 code of the query's language (default: detected); "
+                   "its stopwords are ignored and articles in it rank first")
 
     tx = sub.add_parser("taxonomy", help="the organization's labels")
     txs = tx.add_subparsers(dest="taxonomy_cmd", required=True)

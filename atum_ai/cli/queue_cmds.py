@@ -219,10 +219,16 @@ async def cmd_jobs_list(env: CommandEnv, args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table("jobs", ["id", "type", "status", "tries", "updated", "last_error"],
-                    [(r["id"], r["job_type"], r["status"], f"{r['retry_count']}/{r['max_retries']}",
+        print_table("jobs", ["id", "type", "status", "attempts", "updated", "last_error"],
+                    [(r["id"], r["job_type"], r["status"], f"{attempts(r)}/{r['max_retries']}",
                       r["updated_at"], (r["last_error"] or "")[:60]) for r in rows])
     return 0
+
+
+def attempts(row: dict[str, Any]) -> int:
+    """Attempts made so far: retry_count counts the failed ones; a DONE or RUNNING job adds
+    the one that succeeded or is in progress."""
+    return int(row["retry_count"]) + (1 if row["status"] in ("DONE", "RUNNING") else 0)
 
 
 async def cmd_retry(env: CommandEnv, args: argparse.Namespace) -> int:

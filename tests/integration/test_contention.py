@@ -133,8 +133,16 @@ async def test_workers_maintenance_and_bulk_enqueue_together_never_fail_a_job_on
             "SELECT count(*) FROM job_queue WHERE status IN ('PENDING', 'RUNNING', 'FAILED')")
         return (await cur.fetchone())[0] == 0
 
-    await wait_until(settled, 60, interval=0.5, what="every job to finish",
-                     log=lambda: workers[0].log_text())
+    try:
+        await wait_until(settled, 60, interval=0.5, what="every job to finish",
+                         log=lambda: workers[0].log_text()[-3000:])
+    except AssertionError as exc:
+        cur = await conn.execute(
+            "SELECT id, job_type, status, run_after - now() AS due_in, locked_by, locked_at,"
+            " lease_seconds, retry_count, max_retries, cancel_requested, last_error FROM job_queue"
+            " WHERE status IN ('PENDING', 'RUNNING', 'FAILED') LIMIT 10")
+        stuck = await cur.fetchall()
+        raise AssertionError(f"{exc}\n--- unfinished jobs ---\n{stuck}") from None
     # Stop before reading what is left, so the purge cannot race the checks.
     for w in workers:
         w.send(signal.SIGTERM)
