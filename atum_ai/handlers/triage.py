@@ -72,6 +72,10 @@ class LLMTriage(Result):
     type: str
     priority: str
     intent: str | None = None
+    # The model reads the whole ticket anyway; when it names the language, the local detector
+    # is not run (it was a sixth of the CPU of an LLM-path triage). Optional: a model that
+    # leaves it out gets the local detector's answer.
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
     sentiment: LLMSentiment
     summary: str = Field(max_length=600)
     confidence: dict[str, float]
@@ -89,6 +93,14 @@ def ticket_text(t: TicketView) -> str:
     return f"{t.subject}\n{t.body}"
 
 
+def _detect(ticket: TicketView) -> tuple[str, float]:
+    from atum_ai.local.langid import detect_language
+
+    # Inline, not in a thread: a fraction of a millisecond of pure Python, which in a thread
+    # only adds GIL hand-offs to every other job's event-loop work.
+    return detect_language(ticket_text(ticket))
+
+
 class TriageHandler(Handler[TriagePayload, TriageResult]):
     job_type = "TRIAGE_TICKET"
     Payload = TriagePayload
@@ -100,15 +112,11 @@ class TriageHandler(Handler[TriagePayload, TriageResult]):
         ticket = await ctx.repo.get_ticket(payload.ticket_id)
         if ticket is None:
             raise PermanentError(f"ticket {payload.ticket_id!r} not found in this organization")
-        from atum_ai.local.langid import detect_language
-
-        # Inline, not in a thread: a fraction of a millisecond of pure Python, which in a
-        # thread only adds GIL hand-offs to every other job's event-loop work.
-        lang, lang_conf = detect_language(ticket_text(ticket))
         taxonomy = await ctx.repo.taxonomy()
         if ctx.llm is not None and not taxonomy.empty:
-            result, audit = await self._llm(ctx, ticket, taxonomy, lang, lang_conf)
+            result, audit = await self._llm(ctx, ticket, taxonomy)
         else:
+            lang, lang_conf = _detect(ticket)
             result, audit = await self._local(ctx, ticket, taxonomy, lang, lang_conf)
         follow_ups = []
         if payload.chain:
@@ -155,14 +163,13 @@ class TriageHandler(Handler[TriagePayload, TriageResult]):
         return result, audit
 
     # ---------------------------------------------------------------- LLM
-    async def _llm(self, ctx: HandlerContext, ticket: TicketView, taxonomy: Taxonomy,
-                   lang: str, lang_conf: float) -> tuple[TriageResult, dict[str, Any]]:
+    async def _llm(self, ctx: HandlerContext, ticket: TicketView,
+                   taxonomy: Taxonomy) -> tuple[TriageResult, dict[str, Any]]:
         assert ctx.llm is not None
         prompt = ctx.prompts.render(
             self.job_type,
             ticket={"subject": ticket.subject, "body": ticket.body, "channel": ticket.channel or ""},
             taxonomy={f: taxonomy.describe(f) for f in TRIAGE_FIELDS},
-            language=lang,
         )
         labels = {f: set(taxonomy.labels(f)) for f in TRIAGE_FIELDS}
 
@@ -178,6 +185,10 @@ class TriageHandler(Handler[TriagePayload, TriageResult]):
             self.job_type, prompt, LLMTriage, mask_pii=await mask_pii_for(ctx), validate=inside_taxonomy)
         a = outcome.value
         conf = {k: max(0.0, min(1.0, float(v))) for k, v in a.confidence.items()}
+        if a.language:
+            lang, lang_conf = a.language, conf.get("language", 0.8)
+        else:
+            lang, lang_conf = _detect(ticket)
         fields: dict[str, ScoredLabel | None] = {}
         for f in TRIAGE_FIELDS:
             value = getattr(a, f)

@@ -127,10 +127,10 @@ def _triage_answer() -> str:
     taxonomy = json.loads((FIXTURES / "taxonomy.json").read_text(encoding="utf-8"))
     return json.dumps({
         "queue": next(iter(taxonomy["queue"])), "type": next(iter(taxonomy["type"])),
-        "priority": next(iter(taxonomy["priority"])), "intent": None,
+        "priority": next(iter(taxonomy["priority"])), "intent": None, "language": "en",
         "sentiment": {"label": "negative", "score": -0.4},
         "summary": "The customer reports a problem and asks for help.",
-        "confidence": {"queue": 0.9, "type": 0.8, "priority": 0.7, "sentiment": 0.7}})
+        "confidence": {"queue": 0.9, "type": 0.8, "priority": 0.7, "language": 0.9, "sentiment": 0.7}})
 
 
 async def io_llm_suite(dsn: str, *, runs: int, jobs: int, concurrency: int = 64,

@@ -322,3 +322,23 @@ async def test_api_key_never_reaches_events_errors_or_logs(db_url, conn, tenant,
     for formatter in (KeyValueFormatter(), JsonFormatter()):
         for record in caplog.records:
             assert API_KEY not in formatter.format(record), record.name
+
+
+async def test_the_models_language_is_used_and_a_malformed_one_reasked(db_url, conn, tenant, settings, llm):
+    german = TICKETS["T-1025"]
+    route = llm.post("/chat/completions").mock(side_effect=[
+        completion({**triage_answer(), "language": "German"}),  # not an ISO 639-1 code
+        completion({**triage_answer(), "language": "de",
+                    "confidence": {"queue": 0.9, "type": 0.8, "priority": 0.85, "language": 0.97}}),
+        completion(triage_answer()),  # no language: the local detector decides
+    ])
+    first = await ingest(conn, tenant, settings, german)
+    await run_triage(db_url, settings)
+    assert route.call_count == 2 and "language" in last_user_message(route.calls[1])
+    lang = (await suggestion(conn, tenant, german["id"], "triage"))["content"]["language"]
+    assert lang == {"label": "de", "confidence": 0.97, "band": "High"}
+    assert (await job(conn, first))["status"] == "DONE"
+
+    await ingest(conn, tenant, settings, TICKETS["T-1033"])  # Spanish
+    await run_triage(db_url, settings)
+    assert (await suggestion(conn, tenant, "T-1033", "triage"))["content"]["language"]["label"] == "es"
