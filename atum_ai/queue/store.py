@@ -240,6 +240,8 @@ class JobStore:
                     "lease_seconds": lease_seconds,
                     "job_types": list(job_types) if job_types else None,
                     "now": self.clock.now(),
+                    # Where the window of organizations starts (see job_claim).
+                    "start": uuid.uuid4(),
                 },
             )
             return [Job.from_claim(r) for r in await cur.fetchall()]

@@ -88,7 +88,7 @@ async def _explain(url: str) -> str:
         try:
             async with conn.transaction():
                 cur = await conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + QUERIES["job_claim"], {
-                    "worker_id": uuid.uuid4(), "limit": 16, "lease_seconds": 30, "job_types": None,
+                    "worker_id": uuid.uuid4(), "limit": 16, "lease_seconds": 30, "job_types": None, "start": uuid.uuid4(),
                     "now": datetime.now(UTC)})
                 text = "\n".join(r[0] for r in await cur.fetchall())
                 raise RuntimeError("rollback")

@@ -67,23 +67,45 @@ SELECT pg_notify('atum_ai_jobs', %(job_type)s);
 
 -- name: job_claim
 -- Claim up to %(limit)s runnable jobs for one worker, fairly across organizations.
--- Fairness: a loose index scan lists the organizations with runnable work, each contributes
--- its k most urgent jobs (k = ceil(4 * limit / organizations), at most limit), and the
--- candidates are taken round by round (every organization's 1st job, then every 2nd ...),
--- by priority then run_after inside a round. So a tenant with a 10,000-job backlog cannot
--- push another tenant's new job out of the next claim. Rows are locked with SKIP LOCKED, so
--- concurrent claimers never wait on or double-claim a row.
-WITH RECURSIVE orgs AS (
-    (SELECT organization_id FROM job_queue
-      WHERE status IN ('PENDING', 'FAILED')
+-- Fairness: a loose index scan lists organizations with runnable work, each contributes its k
+-- most urgent jobs (k = ceil(4 * limit / organizations), at most limit), and the candidates
+-- are taken round by round (every organization's 1st job, then every 2nd ...), by priority
+-- then run_after inside a round. So a tenant with a 10,000-job backlog cannot push another
+-- tenant's new job out of the next claim. The scan visits at most max(32, 4 * limit)
+-- organizations, in id order from a random %(start)s and wrapping around: with more busy
+-- organizations than that, each claim serves a random window of them (every organization
+-- equally likely, none starved) instead of paying two index probes for every organization
+-- on every claim (9 ms with 1,000 of them). Rows are locked with SKIP LOCKED, so concurrent
+-- claimers never wait on or double-claim a row.
+WITH RECURSIVE orgs_up AS (
+    (SELECT organization_id, 1 AS n FROM job_queue
+      WHERE status IN ('PENDING', 'FAILED') AND organization_id >= %(start)s
       ORDER BY organization_id LIMIT 1)
     UNION ALL
     SELECT (SELECT j.organization_id FROM job_queue j
-             WHERE j.status IN ('PENDING', 'FAILED') AND j.organization_id > orgs.organization_id
-             ORDER BY j.organization_id LIMIT 1)
-      FROM orgs WHERE orgs.organization_id IS NOT NULL
+             WHERE j.status IN ('PENDING', 'FAILED') AND j.organization_id > o.organization_id
+             ORDER BY j.organization_id LIMIT 1), o.n + 1
+      FROM orgs_up o
+     WHERE o.organization_id IS NOT NULL AND o.n < greatest(32, 4 * %(limit)s)
+), orgs_wrap AS (
+    (SELECT organization_id, 1 AS n FROM job_queue
+      WHERE status IN ('PENDING', 'FAILED') AND organization_id < %(start)s
+      ORDER BY organization_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.organization_id FROM job_queue j
+             WHERE j.status IN ('PENDING', 'FAILED') AND j.organization_id > o.organization_id
+               AND j.organization_id < %(start)s
+             ORDER BY j.organization_id LIMIT 1), o.n + 1
+      FROM orgs_wrap o
+     WHERE o.organization_id IS NOT NULL AND o.n < greatest(32, 4 * %(limit)s)
 ), live_orgs AS (
-    SELECT organization_id FROM orgs WHERE organization_id IS NOT NULL
+    -- The wrapped part is only read (and so only scanned) while the window is not full.
+    SELECT organization_id FROM (
+        SELECT organization_id FROM orgs_up WHERE organization_id IS NOT NULL
+        UNION ALL
+        SELECT organization_id FROM orgs_wrap WHERE organization_id IS NOT NULL
+    ) w
+    LIMIT greatest(32, 4 * %(limit)s)
 ), per_org AS (
     SELECT least(%(limit)s, greatest(1, ceil(4.0 * %(limit)s / greatest(count(*), 1))))::int AS k
       FROM live_orgs
