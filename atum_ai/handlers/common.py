@@ -3,6 +3,7 @@ loading with a per-process cache, and the PII decision."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections import OrderedDict
@@ -68,6 +69,13 @@ class _ModelCache:
 MODEL_CACHE = _ModelCache()
 
 
+# Loads in progress, per (organization, kind, version): jobs that need a model while it is
+# being fetched and deserialised wait for that one load. Without this, the 16 jobs a worker
+# starts at once each fetched and unpickled their own copy of a 9 MB model: the worker's
+# memory peaked at 1 GB and stayed at 800 MB (freed memory is not returned to the OS).
+_LOADING: dict[tuple[uuid.UUID, str, int], asyncio.Future[Any]] = {}
+
+
 async def load_model(ctx: HandlerContext, kind: str, loader: Callable[[bytes], M]) -> tuple[M, int] | None:
     version = await ctx.repo.latest_model_version(kind)
     if version is None:
@@ -76,14 +84,21 @@ async def load_model(ctx: HandlerContext, kind: str, loader: Callable[[bytes], M
     cached = MODEL_CACHE.get(key)
     if cached is not None:
         return cached, version
+    pending = _LOADING.get(key)
+    if pending is None:
+        pending = _LOADING[key] = asyncio.ensure_future(_load(ctx, kind, version, loader))
+        pending.add_done_callback(lambda _f: _LOADING.pop(key, None))
+    model = await asyncio.shield(pending)
+    return (model, version) if model is not None else None
+
+
+async def _load(ctx: HandlerContext, kind: str, version: int, loader: Callable[[bytes], M]) -> M | None:
     stored = await ctx.repo.load_model(kind, version)
     if stored is None:
         return None
-    import asyncio
-
     model = await asyncio.to_thread(loader, stored[0])
-    MODEL_CACHE.put(key, model)
-    return model, version
+    MODEL_CACHE.put((ctx.organization_id, kind, version), model)
+    return model
 
 
 async def mask_pii_for(ctx: HandlerContext) -> bool:
