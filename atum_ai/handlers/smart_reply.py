@@ -71,12 +71,20 @@ class SmartReplyHandler(Handler[ReplyPayload, ReplyResult]):
             return await self._llm(ctx, ticket.ticket_id, ticket.subject, ticket.body, language, articles)
         from atum_ai.local.reply_templates import render_reply
 
+        # The best-ranked article (ranking already prefers the customer's language; one in
+        # another language that still ranks first is the better match, named but not quoted).
         top = articles[0] if articles else None
         draft, used = render_reply(language, subject=ticket.subject, article=top,
                                    urgent=priority in ("urgent", "high", "critical"))
-        # A template cannot judge fit: confidence follows whether we had an article at all and
-        # whether the template speaks the customer's language.
-        confidence = (0.5 if top else 0.3) * (1.0 if used == language else 0.6)
+        # A template cannot judge fit: confidence follows whether there was an article, whether
+        # the customer can read it, and whether the template speaks the customer's language.
+        if top is None:
+            confidence = 0.3
+        elif top.get("language") in (None, language):
+            confidence = 0.5
+        else:
+            confidence = 0.35
+        confidence *= 1.0 if used == language else 0.6
         result = ReplyResult(ticket_id=ticket.ticket_id, draft=draft, language=used,
                              cited_article_ids=[top["article_id"]] if top else [],
                              confidence=round(confidence, 2), source="local")

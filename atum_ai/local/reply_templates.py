@@ -51,15 +51,36 @@ def _summary(body: str | None, limit: int = 280) -> str:
     return out if len(out) <= limit else out[: limit - 1].rstrip() + "…"
 
 
+# "(in English)" and friends, for an article that is not in the draft's language.
+_LANGUAGE_NAMES: dict[str, dict[str, str]] = {
+    "en": {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "pt": "Portuguese"},
+    "de": {"en": "Englisch", "de": "Deutsch", "fr": "Französisch", "es": "Spanisch", "pt": "Portugiesisch"},
+    "fr": {"en": "anglais", "de": "allemand", "fr": "français", "es": "espagnol", "pt": "portugais"},
+    "es": {"en": "inglés", "de": "alemán", "fr": "francés", "es": "español", "pt": "portugués"},
+    "pt": {"en": "inglês", "de": "alemão", "fr": "francês", "es": "espanhol", "pt": "português"},
+}
+_IN_LANGUAGE = {"en": "in {}", "de": "auf {}", "fr": "en {}", "es": "en {}", "pt": "em {}"}
+
+
+def foreign_note(draft_language: str, article_language: str | None) -> str:
+    """Empty when the article is in the draft's language (or unknown); else e.g. "auf Englisch"."""
+    if not article_language or article_language == draft_language:
+        return ""
+    name = _LANGUAGE_NAMES.get(draft_language, {}).get(article_language, article_language.upper())
+    return _IN_LANGUAGE.get(draft_language, "in {}").format(name)
+
+
 def render_reply(language: str | None, *, subject: str, article: dict[str, Any] | None,
                  urgent: bool = False, team: str | None = None) -> tuple[str, str]:
     """Return (draft, language used). ``team`` signs the draft; by default the template's own
-    words for "the support team" in its language."""
+    words for "the support team" in its language. An article in another language is named
+    with its language and not quoted: a German draft should not paste English sentences."""
     lang = language if language in REPLY_LANGUAGES else "en"
     art = None
     if article:
-        art = {"title": article.get("title", ""), "url": article.get("url"),
-               "excerpt": _summary(article.get("body")) or _excerpt(article.get("snippet"))}
+        note = foreign_note(lang, article.get("language"))
+        art = {"title": article.get("title", ""), "url": article.get("url"), "note": note,
+               "excerpt": "" if note else (_summary(article.get("body")) or _excerpt(article.get("snippet")))}
     subject = " ".join((subject or "").split())[:160]
     text = _env().get_template(f"{lang}.j2").render(subject=subject, article=art, urgent=urgent, team=team)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n", lang

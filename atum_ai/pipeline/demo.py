@@ -21,7 +21,7 @@ import psycopg
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atum_ai.cli.output import console, info, plain, print_json, say, styled
+from atum_ai.cli.output import console, err_console, info, plain, print_json, say, styled
 from atum_ai.cli.runner import CommandEnv
 from atum_ai.errors import ValidationError
 from atum_ai.resources import fixtures_dir
@@ -90,7 +90,7 @@ async def _drain(env: CommandEnv, org: uuid.UUID, concurrency: int, expected: in
                         context_factory=builder, config=config)
         run = asyncio.create_task(worker.run(install_signals=False))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
+                      TimeElapsedColumn(), console=err_console) as progress:
             task = progress.add_task(label, total=expected)
             while not run.done():
                 async with pool.connection() as conn:
@@ -143,12 +143,12 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
     store = env.store(env.registry())
     async with await psycopg.AsyncConnection.connect(env.url, autocommit=True) as conn:
         await ensure_organization(conn, org, "atum-ai demo")
-        with console.status("importing the knowledge base"):
+        with err_console.status("importing the knowledge base"):
             async with conn.transaction():
                 await import_articles(conn, org, articles)
         if taxonomy_path:
             await set_taxonomy(conn, org, load_taxonomy_file(taxonomy_path))
-        with console.status(f"training local triage models on {len(train_rows)} tickets"):
+        with err_console.status(f"training local triage models on {len(train_rows)} tickets"):
             version, meta = await train_triage(conn, org, train_rows, derive_taxonomy=True)
         info(f"triage model v{version} trained on {meta['n_examples']} tickets; SLA model: cold start "
              "(no history for a new organization: policy targets + priority base rates)")
@@ -159,7 +159,7 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
         spread_minutes = min(240.0, (now - midnight).total_seconds() / 60)
         rng = random.Random(7)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
+                      TimeElapsedColumn(), console=err_console) as progress:
             task = progress.add_task("ingesting ticket events", total=len(event_rows))
             async with conn.transaction():
                 for r in event_rows:

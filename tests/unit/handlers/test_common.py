@@ -143,3 +143,14 @@ def test_reply_quotes_the_articles_opening_sentences_and_signs_off_in_its_langua
     assert '""' not in draft and "«»" not in draft and "„“" not in draft and '"-"' not in draft
     signed, _ = render_reply(language, subject="x", article=None, team="Acme Care")
     assert signed.rstrip().endswith("Acme Care")
+
+
+@pytest.mark.parametrize(("language", "note"), [("de", "(auf Englisch)"), ("fr", "(en anglais)"),
+                                                ("es", "(en inglés)"), ("pt", "(em inglês)")])
+def test_an_article_in_another_language_is_named_not_quoted(language, note):
+    article = {**ARTICLE, "language": "en", "body": "Open the sign-in page and click Forgot password."}
+    draft, used = render_reply(language, subject="x", article=article)
+    assert used == language and note in draft and "Reset your password" in draft
+    assert "Open the sign-in page" not in draft and "Forgot password" not in draft
+    same, _ = render_reply("en", subject="x", article=article)
+    assert "Open the sign-in page" in same and "(in " not in same
