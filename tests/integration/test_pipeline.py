@@ -366,3 +366,26 @@ async def test_triage_follow_ups_exist_exactly_when_it_is_done(db_url, conn, org
     assert all(c["payload"]["ticket_id"] == ticket["id"] for c in children)
     [sugg] = await rows(conn, "SELECT kind, job_id FROM suggestions WHERE organization_id = %s", org)
     assert sugg == {"kind": "triage", "job_id": job.id}
+
+
+# ============================================================================ the demo
+def test_demo_on_the_fixtures_gives_every_ticket_four_suggestions(db_url, monkeypatch, capsys):
+    """The README's main command, on this test's database instead of the embedded server
+    (tests/integration/test_embedded.py covers that one): stdout is one JSON document."""
+    code, report, _ = _cli(monkeypatch, capsys, db_url, "demo", "--json")
+    assert code == 0
+    tickets = {r["id"]: r for r in read_jsonl("tickets.jsonl")}
+    assert report["tickets"] == len(tickets) and report["dead_jobs"] == 0
+    assert report["metrics"]["tickets_in"] == len(tickets)
+    taxonomy = fixture_taxonomy()
+    right = 0
+    for tid, r in tickets.items():
+        s = report["suggestions"][tid]
+        assert set(s) == {"triage", "kb", "sla", "reply"}, tid
+        assert s["triage"]["queue"]["label"] in taxonomy["queue"]
+        right += s["triage"]["queue"]["label"] == r["queue"]
+        assert s["triage"]["language"]["label"] == r["language"], tid
+        assert s["reply"]["language"] == r["language"] and s["reply"]["auto_send"] is False
+        assert s["reply"]["draft"].startswith(GREETING[r["language"]])
+    # Trained on 250 separate fixture tickets: most queues come out right (45/48 when written).
+    assert right >= 0.75 * len(tickets), right
