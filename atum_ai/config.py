@@ -14,6 +14,12 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# Bounds shared by the settings, the worker's flags and WorkerConfig (one place to change).
+MAX_CONCURRENCY = 10_000
+MAX_POOL_SIZE = 10_000
+MAX_SECONDS = 86_400  # lease, grace and job timeouts: a day
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATUM_", extra="ignore", frozen=True)
 
@@ -30,13 +36,13 @@ class Settings(BaseSettings):
     backoff_jitter: float = Field(default=0.25, ge=0, lt=1)
 
     # --- worker ---------------------------------------------------------------------------
-    concurrency: int = Field(default=16, ge=1, le=10_000)
-    lease_seconds: float = Field(default=30.0, ge=1, le=86_400)
-    grace_seconds: float = Field(default=20.0, ge=0, le=86_400)
+    concurrency: int = Field(default=16, ge=1, le=MAX_CONCURRENCY)
+    lease_seconds: float = Field(default=30.0, ge=1, le=MAX_SECONDS)
+    grace_seconds: float = Field(default=20.0, ge=0, le=MAX_SECONDS)
     poll_interval_seconds: float = Field(default=2.0, ge=0.01, le=3_600)
-    job_timeout_seconds: float = Field(default=300.0, ge=0.001, le=86_400)
+    job_timeout_seconds: float = Field(default=300.0, ge=0.001, le=MAX_SECONDS)
     job_timeouts: dict[str, float] = Field(default_factory=dict, description="Per job type.")
-    pool_size: int | None = Field(default=None, ge=1, le=10_000)
+    pool_size: int | None = Field(default=None, ge=1, le=MAX_POOL_SIZE)
     retention_days: float = Field(default=14.0, gt=0, le=36_500)
     # How often each worker rescues expired leases (and, every purge interval, purges by
     # retention). Short values are for tests and small deployments that want fast recovery.
@@ -67,9 +73,9 @@ class Settings(BaseSettings):
         # Checked here, where the names are the operator's (ATUM_*), rather than deep in the
         # retry policy where a ValueError would not say which variable to fix.
         for job_type, timeout in self.job_timeouts.items():
-            if not 0.001 <= timeout <= 86_400:  # NaN fails this too
+            if not 0.001 <= timeout <= MAX_SECONDS:  # NaN fails this too
                 raise ValueError(f"ATUM_JOB_TIMEOUTS: the timeout of {job_type} must be between "
-                                 f"0.001 and 86400 seconds, not {timeout!r}")
+                                 f"0.001 and {MAX_SECONDS} seconds, not {timeout!r}")
         if self.backoff_base_seconds > self.backoff_cap_seconds:
             raise ValueError(
                 f"ATUM_BACKOFF_BASE_SECONDS ({self.backoff_base_seconds:g}) must not exceed "

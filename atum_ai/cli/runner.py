@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from atum_ai.clock import Clock, SystemClock
 from atum_ai.config import Settings

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import socket
 
 from atum_ai.cli.queue_cmds import check_int, check_seconds
 from atum_ai.cli.runner import CommandEnv
+from atum_ai.config import MAX_CONCURRENCY, MAX_POOL_SIZE, MAX_SECONDS
 from atum_ai.errors import ConfigError
 from atum_ai.runtime import build_context_builder, open_pool
 from atum_ai.worker.service import Worker, WorkerConfig, required_pool_size
-
-
-MAX_CONCURRENCY = 10_000
-MAX_POOL_SIZE = 10_000
-MAX_LEASE_SECONDS = 86_400
-MAX_GRACE_SECONDS = 86_400
-METRICS_ADDR = "127.0.0.1"  # where Worker serves --metrics-port (atum_ai.worker.metrics)
 
 
 def check_worker_flags(args: argparse.Namespace) -> None:
@@ -26,33 +18,13 @@ def check_worker_flags(args: argparse.Namespace) -> None:
     if args.concurrency is not None:
         check_int(args.concurrency, "--concurrency", 1, MAX_CONCURRENCY)
     if args.lease is not None:
-        check_seconds(args.lease, "--lease", 1, MAX_LEASE_SECONDS)
+        check_seconds(args.lease, "--lease", 1, MAX_SECONDS)
     if args.grace is not None:
-        check_seconds(args.grace, "--grace", 0, MAX_GRACE_SECONDS)
+        check_seconds(args.grace, "--grace", 0, MAX_SECONDS)
     if args.pool_size is not None:
         check_int(args.pool_size, "--pool-size", 1, MAX_POOL_SIZE)
     if args.metrics_port is not None:
         check_int(args.metrics_port, "--metrics-port", 1, 65_535)
-
-
-def check_port_free(port: int, addr: str = METRICS_ADDR) -> None:
-    """Fail before starting when the metrics port cannot be bound (in use, or privileged),
-    instead of an OSError from deep inside the worker. Same options as the metrics server
-    (SO_REUSEADDR), so a port in TIME_WAIT is not refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((addr, port))
-            s.listen(1)
-        except OSError as exc:
-            raise ConfigError(_port_error(port, addr, exc)) from None
-
-
-def _port_error(port: int, addr: str, exc: OSError) -> str:
-    why = {errno.EADDRINUSE: "the port is already in use",
-           errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
-        exc.errno or 0, exc.strerror or str(exc))
-    return f"--metrics-port: cannot serve metrics on {addr}:{port}: {why}"
 
 
 def worker_config(env: CommandEnv, args: argparse.Namespace) -> WorkerConfig:
@@ -92,19 +64,12 @@ async def cmd_worker(env: CommandEnv, args: argparse.Namespace) -> int:
     from atum_ai.pipeline.schedules import default_schedules
 
     schedules = [] if args.no_schedules else default_schedules(env.settings)
-    if config.metrics_port is not None:
-        check_port_free(config.metrics_port)
     async with open_pool(env.url, max_size=pool_size, min_size=min(4, pool_size)) as pool:
         builder = build_context_builder(env.settings, pool, env.clock)
         worker = Worker(pool=pool, conninfo=env.url, store=store, registry=registry,
                         context_factory=builder, config=config, schedules=schedules)
         try:
             return await worker.run()
-        except OSError as exc:
-            # Taken between the check above and the worker's bind (nothing else here binds).
-            if config.metrics_port is not None and exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise ConfigError(_port_error(config.metrics_port, METRICS_ADDR, exc)) from None
-            raise
         finally:
             if builder.llm is not None:
                 await builder.llm.aclose()
@@ -117,11 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--types", help="comma-separated job types to run (default: all)")
     p.add_argument("--burst", action="store_true", help="exit 0 when nothing is runnable")
     p.add_argument("--lease", type=float,
-                   help=f"lease seconds, 1-{MAX_LEASE_SECONDS} (ATUM_LEASE_SECONDS, default 30)")
+                   help=f"lease seconds, 1-{MAX_SECONDS} (ATUM_LEASE_SECONDS, default 30)")
     p.add_argument("--grace", type=float,
-                   help=f"shutdown grace seconds, 0-{MAX_GRACE_SECONDS} (ATUM_GRACE_SECONDS, default 20)")
+                   help=f"shutdown grace seconds, 0-{MAX_SECONDS} (ATUM_GRACE_SECONDS, default 20)")
     p.add_argument("--metrics-port", type=int,
-                   help=f"serve Prometheus metrics on {METRICS_ADDR}:PORT (1-65535)")
+                   help="serve Prometheus metrics on 127.0.0.1:PORT (1-65535)")
     p.add_argument("--pool-size", type=int,
                    help=f"connection pool size, 1-{MAX_POOL_SIZE} (ATUM_POOL_SIZE, default: concurrency + 4)")
     p.add_argument("--no-schedules", action="store_true", help="do not run periodic jobs here")

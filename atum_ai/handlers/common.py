@@ -7,7 +7,7 @@ import asyncio
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from psycopg import AsyncConnection
@@ -44,12 +44,18 @@ def scored(label: str, confidence: float) -> ScoredLabel:
 
 class _ModelCache:
     """Deserialised per-organization models, keyed by (org, kind, version): every worker on
-    every machine loads the same stored version, and loads it once per process."""
+    every machine loads the same stored version, and loads it once per process.
+
+    Once also while it loads: jobs that need a model being fetched and deserialised wait for
+    that one load. Without this, the 16 jobs a worker starts at once each fetched and
+    unpickled their own copy of a 9 MB model: the worker's memory peaked at 1 GB and stayed at
+    800 MB (freed memory is not returned to the OS)."""
 
     def __init__(self, size: int = 64) -> None:
         self._items: OrderedDict[tuple[uuid.UUID, str, int], Any] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._loading: dict[tuple[uuid.UUID, str, int], asyncio.Future[Any]] = {}
 
     def get(self, key: tuple[uuid.UUID, str, int]) -> Any:
         with self._lock:
@@ -65,40 +71,40 @@ class _ModelCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    async def get_or_load(self, key: tuple[uuid.UUID, str, int],
+                          load: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached model, or the result of ``load()`` run once for all who ask meanwhile
+        (None from ``load`` is not cached)."""
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        pending = self._loading.get(key)
+        if pending is None:
+            async def load_and_keep() -> Any:
+                value = await load()
+                if value is not None:
+                    self.put(key, value)
+                return value
+
+            pending = self._loading[key] = asyncio.ensure_future(load_and_keep())
+            pending.add_done_callback(lambda _f: self._loading.pop(key, None))
+        return await asyncio.shield(pending)
+
 
 MODEL_CACHE = _ModelCache()
-
-
-# Loads in progress, per (organization, kind, version): jobs that need a model while it is
-# being fetched and deserialised wait for that one load. Without this, the 16 jobs a worker
-# starts at once each fetched and unpickled their own copy of a 9 MB model: the worker's
-# memory peaked at 1 GB and stayed at 800 MB (freed memory is not returned to the OS).
-_LOADING: dict[tuple[uuid.UUID, str, int], asyncio.Future[Any]] = {}
 
 
 async def load_model(ctx: HandlerContext, kind: str, loader: Callable[[bytes], M]) -> tuple[M, int] | None:
     version = await ctx.repo.latest_model_version(kind)
     if version is None:
         return None
-    key = (ctx.organization_id, kind, version)
-    cached = MODEL_CACHE.get(key)
-    if cached is not None:
-        return cached, version
-    pending = _LOADING.get(key)
-    if pending is None:
-        pending = _LOADING[key] = asyncio.ensure_future(_load(ctx, kind, version, loader))
-        pending.add_done_callback(lambda _f: _LOADING.pop(key, None))
-    model = await asyncio.shield(pending)
+
+    async def fetch_and_deserialise() -> M | None:
+        stored = await ctx.repo.load_model(kind, version)
+        return None if stored is None else await asyncio.to_thread(loader, stored[0])
+
+    model = await MODEL_CACHE.get_or_load((ctx.organization_id, kind, version), fetch_and_deserialise)
     return (model, version) if model is not None else None
-
-
-async def _load(ctx: HandlerContext, kind: str, version: int, loader: Callable[[bytes], M]) -> M | None:
-    stored = await ctx.repo.load_model(kind, version)
-    if stored is None:
-        return None
-    model = await asyncio.to_thread(loader, stored[0])
-    MODEL_CACHE.put((ctx.organization_id, kind, version), model)
-    return model
 
 
 async def mask_pii_for(ctx: HandlerContext) -> bool:

@@ -361,11 +361,10 @@ def _get(row: Any, name: str, index: int) -> Any:
 
 
 def _query_config(language: str | None) -> str | None:
-    """The text-search configuration whose stopwords the query should lose, if any."""
-    if not language:
-        return None
-    cfg = TS_CONFIG_BY_LANGUAGE.get(language.strip().lower()[:2])
-    return cfg  # None for an unknown language: nothing is dropped
+    """The text-search configuration whose stopwords the query should lose; None for a
+    language without one ('simple' has no stopwords, and must not earn the language bonus)."""
+    cfg = ts_config_for(language)
+    return None if cfg == FALLBACK_TS_CONFIG else cfg
 
 
 async def search_articles(

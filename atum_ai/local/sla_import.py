@@ -68,7 +68,6 @@ from atum_ai.clock import require_aware
 from atum_ai.errors import ValidationError
 from atum_ai.local.sla_model import (
     SlaFeatures,
-    SlaPolicy,
     SlaRecord,
     SlaTarget,
     normalize_priority,

@@ -49,7 +49,9 @@ def demo_inputs(tickets: str | None, kb: str | None) -> DemoInputs:
     t = Path(tickets) if tickets else fx / "tickets.jsonl"  # type: ignore[operator]
     kbs = (Path(kb),) if kb else tuple(  # the fixtures' KB, with its translated articles
         p for p in (fx / "kb.jsonl", fx / "kb_translations.jsonl") if p.is_file())  # type: ignore[operator]
-    for p, flag in ((t, "--tickets"), *((k, "--kb") for k in kbs or (Path(kb or "kb.jsonl"),))):
+    if not kbs:
+        raise ValidationError("the project's fixtures hold no kb.jsonl; pass --kb", field="--kb")
+    for p, flag in ((t, "--tickets"), *((k, "--kb") for k in kbs)):
         if not p.is_file():
             raise ValidationError(f"no such file: {p}", field=flag)
     training = taxonomy = None
@@ -63,8 +65,6 @@ def _split(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[dict[str
     rows = list(rows)
     random.Random(20261203).shuffle(rows)  # a fixed seed: the same demo every time
     if limit is not None:
-        if limit < 1:
-            raise ValidationError("must be at least 1", field="--limit")
         events, train = rows[:limit], rows[limit:]
         if not train:  # small files: train on the part we do not ingest, keep a minimum
             cut = max(1, int(len(rows) * TRAIN_SHARE))
@@ -122,6 +122,8 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
     from atum_ai.queue.models import NewJob
 
     logging.getLogger("atum_ai.worker").setLevel(logging.WARNING)
+    if limit is not None and limit < 1:
+        raise ValidationError("must be at least 1", field="--limit")
     inputs = demo_inputs(tickets, kb)
     taxonomy_path = inputs.taxonomy
     rows = read_labelled_tickets(inputs.tickets)
@@ -130,8 +132,6 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
         # The project's fixtures: a training set of their own, and every ticket as an event.
         train_rows = read_labelled_tickets(inputs.training)[:MAX_TRAIN]
         event_rows = rows[:limit] if limit is not None else rows
-        if limit is not None and limit < 1:
-            raise ValidationError("must be at least 1", field="--limit")
     else:
         train_rows, event_rows = _split(rows, limit)
     org = uuid.uuid4()

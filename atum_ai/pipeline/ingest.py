@@ -29,7 +29,7 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from psycopg import AsyncConnection
@@ -41,6 +41,7 @@ from atum_ai.clock import Clock, SystemClock
 from atum_ai.errors import ValidationError
 from atum_ai.queue.models import NewJob
 from atum_ai.queue.store import JobStore
+from atum_ai.queue.validation import time_range_error
 
 EventType = Literal["ticket.created", "ticket.customer_replied", "ticket.agent_replied", "ticket.resolved"]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
@@ -50,11 +51,6 @@ MAX_BODY = 100_000
 # a row without limit; the newest text is kept.
 MAX_MIRROR_BODY = 200_000
 MAX_ID_CHARS = 200
-# Event times accepted, in UTC. PostgreSQL stores far more, but drivers read back only years
-# 1..9999: "9999-12-31T23:59:59-14:00" (year 10000 in UTC) was stored and then broke every
-# read of the organization's tickets.
-EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_OCCURRED_AT = datetime(9000, 1, 1, tzinfo=UTC)
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -206,9 +202,10 @@ class TicketEvent(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.utcoffset() is None:
             raise ValueError("naive datetime; give a timezone (e.g. 2026-01-01T09:00:00Z)")
-        if v is not None and not EARLIEST_OCCURRED_AT <= v < LATEST_OCCURRED_AT:
-            raise ValueError(f"must be between {EARLIEST_OCCURRED_AT:%Y-%m-%d} and "
-                             f"{LATEST_OCCURRED_AT:%Y-%m-%d} (UTC)")
+        # "9999-12-31T23:59:59-14:00" (year 10000 in UTC) was stored and then broke every read
+        # of the organization's tickets.
+        if v is not None and (problem := time_range_error(v)):
+            raise ValueError(problem)
         return v
 
     def key(self) -> str:

@@ -23,12 +23,19 @@ from atum_ai.queue.models import JOB_TYPE_RE, MAX_DEDUPE_KEY_CHARS, NewJob
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_INT_BITS = 1024
-# Times a job may be scheduled for, in UTC. PostgreSQL stores 4713 BC .. 294276 AD, but a
-# driver reads back only years 1..9999, so a run_after of "0001-01-01T00:00+01:00" (1 BC in
-# UTC) would be stored and then break every read of the row; nothing real is scheduled
-# outside these bounds.
-EARLIEST_RUN_AFTER = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_RUN_AFTER = datetime(9000, 1, 1, tzinfo=UTC)
+# Times accepted into the tables (a job's run_after, a ticket event's occurred_at), in UTC.
+# PostgreSQL stores 4713 BC .. 294276 AD, but a driver reads back only years 1..9999, so a
+# run_after of "0001-01-01T00:00+01:00" (1 BC in UTC) would be stored and then break every
+# read of the row; nothing real happens outside these bounds.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def time_range_error(value: datetime) -> str | None:
+    """Why an aware datetime cannot be stored, or None when it can."""
+    if EARLIEST_TIME <= value < LATEST_TIME:
+        return None
+    return f"must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} (UTC)"
 
 
 class PayloadValidator(Protocol):
@@ -181,12 +188,8 @@ def check_job_fields(job: NewJob) -> None:
         not isinstance(job.run_after, datetime) or job.run_after.utcoffset() is None
     ):
         raise ValidationError("must be a timezone-aware datetime", field="run_after")
-    if job.run_after is not None and not (
-        EARLIEST_RUN_AFTER <= job.run_after < LATEST_RUN_AFTER
-    ):
-        raise ValidationError(
-            f"must be between {EARLIEST_RUN_AFTER:%Y-%m-%d} and {LATEST_RUN_AFTER:%Y-%m-%d} (UTC)",
-            field="run_after")
+    if job.run_after is not None and (problem := time_range_error(job.run_after)):
+        raise ValidationError(problem, field="run_after")
     if job.max_retries is not None and not 0 <= job.max_retries <= 1000:
         raise ValidationError("must be between 0 and 1000", field="max_retries")
     if not -1_000_000 <= job.priority <= 1_000_000:

@@ -5,7 +5,11 @@ Metrics live in a private registry so that tests can build many workers in one p
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from atum_ai.errors import ConfigError
 
 
 class WorkerMetrics:
@@ -35,4 +39,12 @@ class WorkerMetrics:
         )
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+        """Serve /metrics; a port that cannot be bound is a ConfigError saying why (the
+        worker calls this first thing, so a bad port fails at start)."""
+        try:
+            start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            why = {errno.EADDRINUSE: "the port is already in use",
+                   errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
+                exc.errno or 0, exc.strerror or str(exc))
+            raise ConfigError(f"--metrics-port: cannot serve metrics on {addr}:{port}: {why}") from None

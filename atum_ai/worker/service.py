@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from atum_ai.config import MAX_CONCURRENCY, MAX_SECONDS
 from atum_ai.errors import ConfigError, PermanentError, RetryableError, UnknownJobTypeError
 
 # A wiring mistake (missing prompt, bad template) will not fix itself on retry.
@@ -104,15 +105,15 @@ class WorkerConfig:
             if not (isinstance(value, int | float) and low <= value <= high):
                 raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds, not {value!r}")
 
-        if not 1 <= self.concurrency <= 10_000:
-            raise ConfigError(f"concurrency must be between 1 and 10000, not {self.concurrency}")
-        seconds("lease", self.lease_seconds, 1, 86_400)
-        seconds("grace", self.grace_seconds, 0, 86_400)
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, not {self.concurrency}")
+        seconds("lease", self.lease_seconds, 1, MAX_SECONDS)
+        seconds("grace", self.grace_seconds, 0, MAX_SECONDS)
         seconds("poll interval", self.poll_interval, 0.01, 3_600)
-        seconds("default job timeout", self.default_timeout, 0.001, 86_400)
+        seconds("default job timeout", self.default_timeout, 0.001, MAX_SECONDS)
         for job_type, timeout in self.job_timeouts.items():
-            seconds(f"timeout of {job_type}", timeout, 0.001, 86_400)
-        seconds("maintenance interval", self.maintenance_interval, 0.01, 86_400)
+            seconds(f"timeout of {job_type}", timeout, 0.001, MAX_SECONDS)
+        seconds("maintenance interval", self.maintenance_interval, 0.01, MAX_SECONDS)
         if self.prefetch < 0:
             raise ConfigError("prefetch must not be negative")
 
@@ -248,11 +249,7 @@ class Worker:
         if install_signals:
             self._install_signal_handlers()
         if self.config.metrics_port:
-            try:
-                self.metrics.serve(self.config.metrics_port)
-            except OSError as exc:
-                raise ConfigError(f"metrics port {self.config.metrics_port}: "
-                                  f"{exc.strerror or exc}") from None
+            self.metrics.serve(self.config.metrics_port)
         listener = Listener(self.conninfo, self._on_notify, job_types=self.config.job_types,
                             on_connected=self._on_listener_connected)
         background = [
@@ -754,7 +751,7 @@ class Worker:
         ids = [e.job.id for e in leftover] + [job.id for job in buffered]
         released_ok = not ids
         attempt = 0
-        while ids and not released_ok and (left := budget_end - time.monotonic()) > 0:
+        while not released_ok and (left := budget_end - time.monotonic()) > 0:
             try:
                 async with self.pool.connection(timeout=left) as conn:
                     released = await self.store.release(conn, self.worker_id, ids)
