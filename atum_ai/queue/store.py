@@ -17,11 +17,13 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.pq import Format, TransactionStatus
+from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 from psycopg.types.json import Json, Jsonb
 
 from atum_ai.clock import Clock, SystemClock
-from atum_ai.errors import DuplicateJobError, JobNotFoundError, LostClaimError, StoreError
+from atum_ai.errors import DuplicateJobError, JobNotFoundError, LostClaimError, StoreError, ValidationError
 from atum_ai.queue.models import Completion, EventType, Job, JobEvent, JobStatus, NewJob
 from atum_ai.queue.queries import QUERIES
 from atum_ai.queue.retry import RetryPolicy
@@ -36,6 +38,22 @@ from atum_ai.redact import sanitize_error
 NOTIFY_CHANNEL = "atum_ai_jobs"
 # Below this many jobs a loop of single inserts beats the COPY set-up round trips.
 _COPY_THRESHOLD = 8
+# Column types of the binary COPYs (binary COPY applies no casts, so they must be exact).
+_JOB_COPY_TYPES = ["uuid", "uuid", "text", "jsonb", "timestamptz", "int4", "int4", "float4", "uuid",
+                   "timestamptz", "timestamptz"]
+_EVENT_COPY_TYPES = ["uuid", "uuid", "text", "text", "int4", "timestamptz"]
+_JSONB_OID = psycopg.adapters.types["jsonb"].oid
+
+
+class _JsonTextBinaryDumper(Dumper):
+    """jsonb in binary COPY from JSON text that prepare_payload already produced and checked.
+    psycopg's own jsonb dumper would serialise the str again into a JSON string literal."""
+
+    format = Format.BINARY
+    oid = _JSONB_OID
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode()  # jsonb binary format: version 1, then the text
 
 
 @contextmanager
@@ -102,6 +120,13 @@ class JobStore:
     async def enqueue(self, conn: AsyncConnection[Any], job: NewJob) -> EnqueueResult:
         """Enqueue one job on ``conn``, inside the caller's transaction if one is open."""
         payload = self.prepare(job)
+        if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+            # job_insert is one statement (job, ENQUEUED event and NOTIFY together), so in
+            # autocommit it is atomic on its own: no BEGIN/COMMIT round trips (1,100 -> 1,650
+            # jobs/s here). The dedupe retry loop needs no transaction either.
+            return await self._insert_one(conn, job, payload)
+        # Inside the caller's transaction: a savepoint, so a rejected insert leaves their
+        # transaction usable.
         async with conn.transaction():
             return await self._insert_one(conn, job, payload)
 
@@ -134,35 +159,57 @@ class JobStore:
     async def enqueue_many(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[uuid.UUID]:
         """Enqueue many jobs all-or-nothing; returns one id per input job (the existing job's
         id where a dedupe key matched). Uses COPY, so 100,000 jobs are one call and never hit
-        the 65,535 bind-parameter limit. Every job is validated before anything is written."""
-        payloads = [self.prepare(j) for j in jobs]
+        the 65,535 bind-parameter limit. One invalid job rejects the whole call with its
+        field and index, and nothing is written."""
         if not jobs:
             return []
+        if len(jobs) > _COPY_THRESHOLD and not any(j.dedupe_key for j in jobs):
+            async with conn.transaction():
+                with translate_db_errors():
+                    ids = await self._copy_direct(conn, jobs)
+                    await self._notify(conn, jobs)
+                return ids
+        payloads = [self._prepare_nth(i, j, len(jobs)) for i, j in enumerate(jobs)]
         async with conn.transaction():
             if len(jobs) <= _COPY_THRESHOLD:
                 return [(await self._insert_one(conn, j, p)).id for j, p in zip(jobs, payloads, strict=True)]
             with translate_db_errors():
-                if any(j.dedupe_key for j in jobs):
-                    ids = await self._copy_via_staging(conn, jobs, payloads)
-                else:
-                    ids = await self._copy_direct(conn, jobs, payloads)
-                for job_type in sorted({j.job_type for j in jobs}):
-                    await conn.execute(QUERIES["job_notify"], {"job_type": job_type})
+                ids = await self._copy_via_staging(conn, jobs, payloads)
+                await self._notify(conn, jobs)
             return ids
 
-    async def _copy_direct(
-        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], payloads: Sequence[str]
-    ) -> list[uuid.UUID]:
+    def _prepare_nth(self, i: int, job: NewJob, total: int) -> str:
+        """prepare() for job ``i`` of a batch; the error says which job it was."""
+        try:
+            return self.prepare(job)
+        except ValidationError as exc:
+            raise type(exc)(f"{exc.message} (job {i} of {total} in the batch)", field=exc.field) from None
+
+    @staticmethod
+    async def _notify(conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
+        for job_type in sorted({j.job_type for j in jobs}):
+            await conn.execute(QUERIES["job_notify"], {"job_type": job_type})
+
+    async def _copy_direct(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[uuid.UUID]:
+        """Binary COPY into job_queue and job_events. Each job is validated as its row is
+        written, so Python's validation overlaps the server's index work; a bad job aborts
+        the COPY and the surrounding transaction (savepoint) writes nothing. Binary rather
+        than text: the server skips parsing three UUIDs and three timestamps per row, which
+        was a sixth of its COPY time (62,000 -> ~100,000 jobs/s here, see bench/)."""
         now = self.clock.now()
         async with conn.cursor() as cur:
-            async with cur.copy(QUERIES["job_queue_copy"]) as copy:
-                for j, p in zip(jobs, payloads, strict=True):
+            cur.adapters.register_dumper(None, _JsonTextBinaryDumper)
+            async with cur.copy(QUERIES["job_queue_copy_binary"]) as copy:
+                copy.set_types(_JOB_COPY_TYPES)
+                for i, j in enumerate(jobs):
+                    payload = self._prepare_nth(i, j, len(jobs))
                     await copy.write_row(
-                        (j.id, j.organization_id, j.job_type, p, j.run_after or now, j.priority,
+                        (j.id, j.organization_id, j.job_type, payload, j.run_after or now, j.priority,
                          5 if j.max_retries is None else j.max_retries, j.timeout_seconds,
                          j.parent_id, now, now)
                     )
-            async with cur.copy(QUERIES["job_events_enqueued_copy"]) as copy:
+            async with cur.copy(QUERIES["job_events_enqueued_copy_binary"]) as copy:
+                copy.set_types(_EVENT_COPY_TYPES)
                 for j in jobs:
                     await copy.write_row((j.id, j.organization_id, "ENQUEUED", "PENDING", 0, now))
         return [j.id for j in jobs]

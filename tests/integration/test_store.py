@@ -83,9 +83,42 @@ async def test_bulk_with_one_invalid_job_inserts_nothing(conn, org):
     store = JobStore()
     jobs = [job(org, i) for i in range(50)]
     jobs.append(NewJob(organization_id=org, job_type="NOOP", payload={"bad": "a\x00b"}))
-    with pytest.raises(PayloadValidationError, match=r"payload\.bad"):
+    with pytest.raises(PayloadValidationError, match=r"payload\.bad: .*\(job 50 of 51 in the batch\)"):
         await store.enqueue_many(conn, jobs)
     assert await statuses(conn) == {}
+    cur = await conn.execute("SELECT count(*) FROM job_events")
+    assert (await cur.fetchone())[0] == 0
+
+
+async def test_bulk_with_an_invalid_job_inside_the_callers_transaction_leaves_it_usable(conn, org):
+    """The invalid job is found while earlier rows are already streaming through COPY: the
+    savepoint drops them, and the caller's own work in the same transaction survives."""
+    store = JobStore()
+    jobs = [job(org, i) for i in range(20)] + [job(org, 0, priority=10**9)] + [job(org, i) for i in range(5)]
+    async with conn.transaction():
+        kept = await store.enqueue(conn, job(org, 1))
+        with pytest.raises(ValidationError, match=r"priority: .*\(job 20 of 26 in the batch\)"):
+            await store.enqueue_many(conn, jobs)
+        again = await store.enqueue_many(conn, jobs[:20])
+    cur = await conn.execute("SELECT count(*) FROM job_queue")
+    assert (await cur.fetchone())[0] == 21 and kept.created and len(again) == 20
+
+
+async def test_bulk_payloads_round_trip_exactly(conn, org):
+    """The binary COPY sends the checked JSON text as jsonb: objects stay objects (not JSON
+    strings), and unicode, escapes and nesting come back as they went in."""
+    store = JobStore()
+    payloads = [{"n": i, "text": "Zürich \\ \"quoted\" \n\t ✓ 日本", "nested": {"a": [1, 2.5, None, True]}}
+                for i in range(20)]
+    jobs = [NewJob(organization_id=org, job_type="NOOP", payload=p, timeout_seconds=1.5, max_retries=2)
+            for p in payloads]
+    ids = await store.enqueue_many(conn, jobs)
+    cur = await conn.execute(
+        "SELECT payload, jsonb_typeof(payload), timeout_seconds, max_retries, run_after = created_at"
+        " FROM job_queue WHERE id = ANY(%s) ORDER BY (payload->>'n')::int", (ids,))
+    rows = await cur.fetchall()
+    assert [r[0] for r in rows] == payloads
+    assert {(r[1], r[2], r[3], r[4]) for r in rows} == {("object", 1.5, 2, True)}
 
 
 async def test_bulk_with_dedupe_keys_maps_duplicates(conn, org, clock):

@@ -52,14 +52,15 @@ WITH ins AS (
 )
 SELECT id FROM ins;
 
--- name: job_events_enqueued_copy
+-- name: job_events_enqueued_copy_binary
 -- COPY target for the ENQUEUED events of a bulk enqueue without dedupe keys.
-COPY job_events (job_id, organization_id, event_type, to_status, attempt, created_at) FROM STDIN;
+COPY job_events (job_id, organization_id, event_type, to_status, attempt, created_at)
+    FROM STDIN (FORMAT BINARY);
 
--- name: job_queue_copy
+-- name: job_queue_copy_binary
 -- COPY target for a bulk enqueue without dedupe keys (the fastest path).
 COPY job_queue (id, organization_id, job_type, payload, run_after, priority, max_retries,
-                timeout_seconds, parent_id, created_at, updated_at) FROM STDIN;
+                timeout_seconds, parent_id, created_at, updated_at) FROM STDIN (FORMAT BINARY);
 
 -- name: job_notify
 -- Wake idle workers; PostgreSQL folds identical notifications of one transaction into one.
