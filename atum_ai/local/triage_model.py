@@ -129,8 +129,9 @@ class TriageConfig:
     # Temperature-scale probabilities per field from out-of-fold predictions (k folds).
     calibrate: bool = True
     # Shift per-class decision offsets to maximize macro-F1 on the same out-of-fold scores
-    # (fields with at most MAX_CLASSES_FOR_BIAS_TUNING classes).
-    tune_biases: bool = False
+    # (fields with at most MAX_CLASSES_FOR_BIAS_TUNING classes): True for every field, or
+    # the names of the fields to tune.
+    tune_biases: bool | tuple[str, ...] = False
     calibration_folds: int = 3
     random_state: int = 0
     # The subject is short and topical: repeating it weighs it against the long body.
@@ -138,6 +139,11 @@ class TriageConfig:
 
     def c_for(self, field_name: str) -> float:
         return dict(self.field_C).get(field_name, self.C)
+
+    def tunes_biases_for(self, field_name: str) -> bool:
+        if isinstance(self.tune_biases, bool):
+            return self.tune_biases
+        return field_name in self.tune_biases
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +412,7 @@ def _train_field(
     # Out-of-fold scores need every class in every training fold: only calibrate / tune when
     # the smallest class has at least `calibration_folds` members.
     folds = config.calibration_folds
-    want_biases = config.tune_biases and len(counts) <= MAX_CLASSES_FOR_BIAS_TUNING
+    want_biases = config.tunes_biases_for(field_name) and len(counts) <= MAX_CLASSES_FOR_BIAS_TUNING
     if (config.calibrate or want_biases) and min(counts.values()) >= folds >= 2:
         skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.random_state)
         oof = cross_val_predict(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 import sklearn
 
@@ -217,7 +218,7 @@ def test_fit_takes_explicit_fields() -> None:
 
 
 def test_fast_tfidf_matches_sklearn(model: TriageModel) -> None:
-    import numpy as np
+
 
     from atum_ai.local.triage_model import _fast_tfidf
 
@@ -231,7 +232,7 @@ def test_fast_tfidf_matches_sklearn(model: TriageModel) -> None:
 
 
 def test_bias_tuning_lifts_macro_f1_of_an_underpredicted_class() -> None:
-    import numpy as np
+
 
     from atum_ai.local.triage_model import _fit_biases, _macro_f1
 
@@ -251,3 +252,18 @@ def test_fit_with_bias_tuning_and_calibration() -> None:
     p = m.predict("Server down", "Production server is down.")
     assert p["queue"].label == "Technical"
     assert m.metadata.config["tune_biases"] is True
+
+
+def test_bias_tuning_for_named_fields_only() -> None:
+    """tune_biases=("priority",) shifts priority's decision offsets and leaves the other
+    fields exactly as an untuned fit would (same data, same seed)."""
+    rng = np.random.default_rng(0)  # noisy, skewed priorities: the offsets have work to do
+    examples = [LabelledTicket(ex.subject, ex.body, {**ex.labels, "priority": str(
+        rng.choice(["low", "medium", "high"], p=[0.6, 0.3, 0.1]))}) for ex in _examples(6)]
+    plain = TriageModel.fit(examples, config=TriageConfig(min_df=1))
+    tuned = TriageModel.fit(examples, config=TriageConfig(min_df=1, tune_biases=("priority",)))
+    for name in ("queue", "type"):
+        assert np.array_equal(plain._classifiers[name].intercept, tuned._classifiers[name].intercept)
+    assert not np.array_equal(plain._classifiers["priority"].intercept,
+                              tuned._classifiers["priority"].intercept)
+    assert tuned.metadata.config["tune_biases"] == ("priority",)
