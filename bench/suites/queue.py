@@ -53,7 +53,7 @@ async def enqueue_suite(systems: list[System], dsn: str, sz: QueueSizes) -> list
 
 
 def _bulk_note(name: str) -> str:
-    return {"atum_ai": "COPY into job_queue + job_events (audit)",
+    return {"atum_ai": "binary COPY into job_queue + job_events (audit)",
             "procrastinate": "batch_defer_async",
             "pgqueuer": "enqueue(lists): one INSERT ... unnest"}.get(name, "")
 
