@@ -12,14 +12,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.pq import Format, TransactionStatus
 from psycopg.adapt import Dumper
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Json, Jsonb
 
 from atum_ai.clock import Clock, SystemClock
@@ -52,8 +52,20 @@ class _JsonTextBinaryDumper(Dumper):
     format = Format.BINARY
     oid = _JSONB_OID
 
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        # jsonb_recv reads the text in the connection's client encoding, not always UTF-8.
+        conn = self.connection
+        self._encoding = conn.info.encoding if conn is not None else "utf-8"
+
     def dump(self, obj: str) -> bytes:
-        return b"\x01" + obj.encode()  # jsonb binary format: version 1, then the text
+        return b"\x01" + obj.encode(self._encoding)  # jsonb binary: version 1, then the text
+
+
+def _tuples(conn: AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
+    """A cursor that returns tuples whatever row factory the caller's connection has (every
+    method here takes the caller's connection, which may be set up with dict_row)."""
+    return conn.cursor(row_factory=tuple_row)
 
 
 @contextmanager
@@ -147,10 +159,10 @@ class JobStore:
         # A live duplicate can finish between our INSERT and SELECT; two rounds settle it.
         for _ in range(3):
             with translate_db_errors():
-                cur = await conn.execute(QUERIES["job_insert"], params)
+                cur = await _tuples(conn).execute(QUERIES["job_insert"], params)
                 if await cur.fetchone():
                     return EnqueueResult(job.id, True)
-                cur = await conn.execute(QUERIES["job_find_live_duplicate"], params)
+                cur = await _tuples(conn).execute(QUERIES["job_find_live_duplicate"], params)
                 row = await cur.fetchone()
             if row:
                 return EnqueueResult(row[0], False)
@@ -188,7 +200,7 @@ class JobStore:
     @staticmethod
     async def _notify(conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
         for job_type in sorted({j.job_type for j in jobs}):
-            await conn.execute(QUERIES["job_notify"], {"job_type": job_type})
+            await _tuples(conn).execute(QUERIES["job_notify"], {"job_type": job_type})
 
     async def _copy_direct(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[uuid.UUID]:
         """Binary COPY into job_queue and job_events. Each job is validated as its row is
@@ -197,7 +209,7 @@ class JobStore:
         than text: the server skips parsing three UUIDs and three timestamps per row, which
         was a sixth of its COPY time (62,000 -> ~100,000 jobs/s here, see bench/)."""
         now = self.clock.now()
-        async with conn.cursor() as cur:
+        async with conn.cursor(row_factory=tuple_row) as cur:
             cur.adapters.register_dumper(None, _JsonTextBinaryDumper)
             async with cur.copy(QUERIES["job_queue_copy_binary"]) as copy:
                 copy.set_types(_JOB_COPY_TYPES)
@@ -219,7 +231,7 @@ class JobStore:
     ) -> list[uuid.UUID]:
         ids: list[uuid.UUID | None] = [None] * len(jobs)
         pending = list(range(len(jobs)))
-        async with conn.cursor() as cur:
+        async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(QUERIES["job_staging_create"])
             # A job whose key a live job holds maps to that job. That job can finish between
             # our INSERT ... ON CONFLICT and the lookup; then the key is free again and the
@@ -234,8 +246,11 @@ class JobStore:
                     for i in pending:
                         j = jobs[i]
                         await copy.write_row(
-                            (i, j.id, j.organization_id, j.job_type, payloads[i], j.run_after,
-                             j.priority, j.dedupe_key, j.max_retries, j.timeout_seconds, j.parent_id)
+                            # In UTC: text COPY refuses offsets PostgreSQL cannot spell
+                            # (beyond +-15:59, or with seconds), which Python allows.
+                            (i, j.id, j.organization_id, j.job_type, payloads[i],
+                             j.run_after and j.run_after.astimezone(UTC), j.priority, j.dedupe_key,
+                             j.max_retries, j.timeout_seconds, j.parent_id)
                         )
                 await cur.execute(QUERIES["job_insert_from_staging"], {"now": self.clock.now()})
                 inserted = {r[0] for r in await cur.fetchall()}
@@ -278,7 +293,7 @@ class JobStore:
         fairness rule). One statement: its own transaction when ``conn`` is in autocommit."""
         if limit <= 0:
             return []
-        async with conn.cursor() as cur:
+        async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(
                 QUERIES["job_claim"],
                 {
@@ -298,7 +313,7 @@ class JobStore:
     ) -> list[tuple[str, int]]:
         """[(job_type, waiting)] of runnable jobs, waiting longer than ``older_than``, whose
         type is not among ``job_types`` (the ones the asking worker runs)."""
-        cur = await conn.execute(QUERIES["job_orphan_types"], {
+        cur = await _tuples(conn).execute(QUERIES["job_orphan_types"], {
             "job_types": list(job_types), "before": self.clock.now() - older_than})
         return [(r[0], int(r[1])) for r in await cur.fetchall()]
 
@@ -309,7 +324,7 @@ class JobStore:
         A held job missing from the answer was lost (its lease was recovered)."""
         if not ids:
             return {}
-        cur = await conn.execute(
+        cur = await _tuples(conn).execute(
             QUERIES["job_heartbeat"], {"ids": list(ids), "worker_id": worker_id, "now": self.clock.now()}
         )
         return {r[0]: r[1] for r in await cur.fetchall()}
@@ -334,11 +349,11 @@ class JobStore:
         if not any(c.follow_ups for c in completions):
             # One statement (DONE + SUCCEEDED events in data-modifying CTEs) is atomic by
             # itself: no BEGIN/COMMIT round trips in autocommit.
-            cur = await conn.execute(QUERIES["job_complete"], params)
+            cur = await _tuples(conn).execute(QUERIES["job_complete"], params)
             return {r[0] for r in await cur.fetchall()}
         in_caller_tx = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         async with contextlib.nullcontext() if in_caller_tx else conn.transaction():
-            cur = await conn.execute(QUERIES["job_complete"], params)
+            cur = await _tuples(conn).execute(QUERIES["job_complete"], params)
             done = {r[0] for r in await cur.fetchall()}
             follow_ups = [f for c in completions if c.job_id in done for f in c.follow_ups]
             if follow_ups:
@@ -369,7 +384,7 @@ class JobStore:
         now = self.clock.now()
         policy = retry_policy or self.retry_policy
         message = sanitize_error(error)
-        async with conn.cursor() as cur:
+        async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(
                 QUERIES["job_fail"],
                 {
@@ -398,7 +413,7 @@ class JobStore:
         """Give held jobs back (PENDING, attempt not counted); returns the ids released."""
         if not ids:
             return []
-        cur = await conn.execute(
+        cur = await _tuples(conn).execute(
             QUERIES["job_release"],
             {"ids": list(ids), "worker_id": worker_id, "message": message, "now": self.clock.now()},
         )
@@ -410,7 +425,7 @@ class JobStore:
         """Rescue jobs of dead or frozen workers (lease expired). Safe to run from every
         worker at once: rows are taken with SKIP LOCKED and only RUNNING rows qualify."""
         p = self.retry_policy
-        cur = await conn.execute(
+        cur = await _tuples(conn).execute(
             QUERIES["job_recover_expired"],
             {
                 "default_lease": default_lease_seconds,
@@ -434,7 +449,7 @@ class JobStore:
     ) -> CancelOutcome:
         for _ in range(5):
             async with conn.transaction():
-                cur = await conn.execute(
+                cur = await _tuples(conn).execute(
                     QUERIES["job_cancel"],
                     {"id": job_id, "organization_id": organization_id,
                      "reason": sanitize_error(reason), "now": self.clock.now()},
@@ -460,7 +475,7 @@ class JobStore:
             if job is None:
                 raise JobNotFoundError(f"no job {job_id}")
             with translate_db_errors():
-                cur = await conn.execute(
+                cur = await _tuples(conn).execute(
                     QUERIES["job_requeue"],
                     {"id": job_id, "organization_id": organization_id, "now": self.clock.now(),
                      "message": f"requeued; last error: {job.last_error or '-'}"[:2000]},
@@ -476,7 +491,7 @@ class JobStore:
         total = 0
         while True:
             async with conn.transaction():
-                cur = await conn.execute(QUERIES["job_purge_batch"], {"before": before, "batch": batch})
+                cur = await _tuples(conn).execute(QUERIES["job_purge_batch"], {"before": before, "batch": batch})
                 row = await cur.fetchone()
             n = int(row[0]) if row else 0
             total += n
@@ -499,7 +514,7 @@ class JobStore:
     async def status_counts(
         self, conn: AsyncConnection[Any], *, organization_id: uuid.UUID | None = None
     ) -> list[tuple[str, str, int]]:
-        cur = await conn.execute(QUERIES["job_status_counts"], {"organization_id": organization_id})
+        cur = await _tuples(conn).execute(QUERIES["job_status_counts"], {"organization_id": organization_id})
         return [(r[0], r[1], int(r[2])) for r in await cur.fetchall()]
 
     async def list_jobs(
@@ -522,7 +537,7 @@ class JobStore:
     async def runnable_exists(
         self, conn: AsyncConnection[Any], job_types: Sequence[str] | None = None
     ) -> bool:
-        cur = await conn.execute(
+        cur = await _tuples(conn).execute(
             QUERIES["job_runnable_exists"],
             {"job_types": list(job_types) if job_types else None, "now": self.clock.now()},
         )
@@ -533,13 +548,13 @@ class JobStore:
         self, conn: AsyncConnection[Any], schedule_name: str, fire_time: datetime
     ) -> bool:
         """True for exactly one caller per (schedule, fire time), however many workers race."""
-        cur = await conn.execute(
+        cur = await _tuples(conn).execute(
             QUERIES["schedule_fire_claim"],
             {"schedule_name": schedule_name, "fire_time": fire_time, "now": self.clock.now()},
         )
         return (await cur.fetchone()) is not None
 
     async def last_schedule_fire(self, conn: AsyncConnection[Any], schedule_name: str) -> datetime | None:
-        cur = await conn.execute(QUERIES["schedule_last_fire"], {"schedule_name": schedule_name})
+        cur = await _tuples(conn).execute(QUERIES["schedule_last_fire"], {"schedule_name": schedule_name})
         row = await cur.fetchone()
         return row[0] if row else None

@@ -529,3 +529,50 @@ async def test_every_job_of_a_mixed_run_has_a_consistent_event_chain(conn, org, 
     assert kinds["released"][:4] == ["ENQUEUED", "CLAIMED", "RELEASED", "CLAIMED"]
     assert "RECOVERED" in kinds["recovered"] and "REQUEUED" in kinds["requeued"]
     assert kinds["cancel_pending"] == ["ENQUEUED", "CANCELLED"]
+
+
+@pytest.mark.parametrize("n", [3, 20])
+async def test_bulk_keeps_non_ascii_text_under_a_non_utf8_client_encoding(db_url, org, n):
+    """jsonb's binary input reads the text in the client encoding: a WIN1252 session must
+    store 'café €' as 'café €' on the COPY path (n=20) as on the insert path (n=3)."""
+    store = JobStore()
+    jobs = [NewJob(organization_id=org, job_type="NOOP", payload={"s": "café €", "n": i}) for i in range(n)]
+    async with await psycopg.AsyncConnection.connect(
+            db_url, autocommit=True, options="-c client_encoding=WIN1252") as c:
+        assert c.info.encoding == "cp1252"
+        await store.enqueue_many(c, jobs)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
+        cur = await c.execute("SELECT DISTINCT payload->>'s' FROM job_queue")
+        assert [r[0] for r in await cur.fetchall()] == ["café €"]
+
+
+async def test_run_after_with_an_offset_postgresql_cannot_spell_works_on_every_path(conn, org):
+    """Python allows UTC offsets of +-23:59 and with seconds; PostgreSQL's text input does
+    not. Single, small-batch, COPY and dedupe (staging) paths all store the same instant."""
+    odd = timezone(timedelta(hours=16, seconds=7))
+    at = datetime(2030, 6, 1, 12, tzinfo=odd)
+    store = JobStore()
+    ids = [(await store.enqueue(conn, job(org, 0, run_after=at))).id]
+    ids += await store.enqueue_many(conn, [job(org, i, run_after=at) for i in range(3)])
+    ids += await store.enqueue_many(conn, [job(org, i, run_after=at) for i in range(20)])
+    ids += await store.enqueue_many(conn, [job(org, i, run_after=at, dedupe_key=f"k{i}") for i in range(20)])
+    cur = await conn.execute("SELECT DISTINCT run_after FROM job_queue WHERE id = ANY(%s)", (ids,))
+    assert [r[0] for r in await cur.fetchall()] == [at]
+
+
+async def test_store_works_on_a_callers_dict_row_connection(db_url, org, clock):
+    """Callers hand us their connection, which may be set up with dict_row: enqueue (dedupe
+    included), bulk staging, claim and complete read rows positionally all the same."""
+    from psycopg.rows import dict_row
+
+    store = JobStore(clock)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as c:
+        first = await store.enqueue(c, job(org, dedupe_key="same"))
+        again = await store.enqueue(c, job(org, dedupe_key="same"))
+        assert (again.id, again.created) == (first.id, False)
+        keyed = await store.enqueue_many(c, [job(org, i, dedupe_key=f"k{i % 5}") for i in range(20)])
+        assert len(set(keyed)) == 5
+        claimed = await store.claim(c, W1, 100, lease_seconds=30)
+        assert len(claimed) == 6
+        done = await store.complete(c, W1, [Completion(j.id, result={"ok": True}) for j in claimed])
+        assert len(done) == 6
