@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -194,10 +197,14 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
     if as_json:
         print_json({**summary, "suggestions": by_ticket})
         return 0 if dead == 0 else 1
-    table = Table(title=f"suggestions (first {min(show, len(by_ticket))} of {len(by_ticket)} tickets)")
-    for col in ("ticket", "lang", "queue", "priority", "sentiment", "top KB article", "SLA risk", "reply draft"):
+    shown = _sample_by_language(event_rows, by_ticket, show)
+    more = f"; --show {len(event_rows)} for all" if len(shown) < len(event_rows) else ""
+    table = Table(title=f"suggestions ({len(shown)} of {len(event_rows)} tickets, taken in turn from "
+                        f"each language{more}; * = needs review)")
+    for col in ("ticket", "lang", "queue · type", "priority", "sentiment", "top KB article", "SLA risk",
+                "reply draft"):
         table.add_column(col, overflow="fold")
-    for tid in [str(r["id"]) for r in event_rows][:show]:
+    for tid in shown:
         k = by_ticket.get(tid, {})
         tri, kbs, sla, rep = k.get("triage", {}), k.get("kb", {}), k.get("sla", {}), k.get("reply", {})
         label = lambda d, f: (d.get(f) or {}).get("label", "-")  # noqa: E731
@@ -205,9 +212,11 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
         # The draft's first line is a greeting; show it with the sentence that follows.
         lines = [ln.strip() for ln in (rep.get("draft") or "").splitlines() if ln.strip()]
         first_line = " ".join(lines[:2]) if lines else "-"
+        review = "*" if tri.get("needs_review") else ""
         # Cells are data (ticket text, article titles): Text, never Rich markup.
         table.add_row(*(plain(c, one_line=True) for c in (
-            tid, label(tri, "language"), label(tri, "queue"), label(tri, "priority"),
+            tid + review, label(tri, "language"), f"{label(tri, 'queue')} · {label(tri, 'type')}",
+            label(tri, "priority"),
             (tri.get("sentiment") or {}).get("label", "-"),
             f"{top.get('article_id', '-')} {top.get('title', '')[:40]}",
             f"{sla.get('risk_band', '-')} {sla.get('breach_probability', 0):.0%}" if sla else "-",
@@ -223,5 +232,33 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
                    + ", ".join(f"{k} {v['p50_ms']} ms" for k, v in m["job_latency"].items())))
     info(f"[bold]done[/bold]: {len(event_rows)} tickets, {jobs_total} jobs ({dead} DEAD) in "
          f"{t_pipeline:.1f} s of pipeline ({summary['tickets_per_second']} tickets/s), {elapsed:.1f} s in all")
-    say(f"next: atum-ai suggestions --org {org} --ticket {event_rows[0]['id'] if event_rows else 'ID'}")
+    say(f"next: {_program()} suggestions --org {org} --ticket {event_rows[0]['id'] if event_rows else 'ID'}")
     return 0 if dead == 0 else 1
+
+
+def _sample_by_language(event_rows: list[dict[str, Any]], by_ticket: dict[str, dict[str, Any]],
+                        show: int) -> list[str]:
+    """Up to ``show`` ticket ids, one language after another in turn (in ticket order within
+    each), so that a short table still shows every language the tickets came in."""
+    queues: dict[str, list[str]] = {}
+    for r in event_rows:
+        tid = str(r["id"])
+        lang = ((by_ticket.get(tid, {}).get("triage") or {}).get("language") or {}).get("label") or "?"
+        queues.setdefault(lang, []).append(tid)
+    picked: list[str] = []
+    while len(picked) < show and any(queues.values()):
+        for ids in queues.values():
+            if ids and len(picked) < show:
+                picked.append(ids.pop(0))
+    order = {str(r["id"]): i for i, r in enumerate(event_rows)}
+    return sorted(picked, key=order.__getitem__)
+
+
+def _program() -> str:
+    """How to call the CLI again: plain ``atum-ai`` when it is on PATH, else the path it was
+    started by (``.venv/bin/atum-ai`` right after the README's install, no venv activated)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if shutil.which("atum-ai") or "/" not in argv0:
+        return "atum-ai"
+    rel = os.path.relpath(argv0)
+    return argv0 if rel.startswith("..") else rel
