@@ -17,13 +17,19 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.pq import Format, TransactionStatus
 from psycopg.adapt import Dumper
+from psycopg.pq import Format, TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Json, Jsonb
 
 from atum_ai.clock import Clock, SystemClock
-from atum_ai.errors import DuplicateJobError, JobNotFoundError, LostClaimError, StoreError, ValidationError
+from atum_ai.errors import (
+    DuplicateJobError,
+    JobNotFoundError,
+    LostClaimError,
+    StoreError,
+    ValidationError,
+)
 from atum_ai.queue.models import Completion, EventType, Job, JobEvent, JobStatus, NewJob
 from atum_ai.queue.queries import QUERIES
 from atum_ai.queue.retry import RetryPolicy

@@ -21,8 +21,16 @@ import psycopg
 from atum_ai.queue.models import Completion
 from atum_ai.queue.queries import QUERIES
 from atum_ai.queue.store import JobStore
-from bench.common import (Stat, atum_env, atum_worker_cmd, bench_database, migrate_atum, percentile,
-                          rate_first_to_last, spawn)
+from bench.common import (
+    Stat,
+    atum_env,
+    atum_worker_cmd,
+    bench_database,
+    migrate_atum,
+    percentile,
+    rate_first_to_last,
+    spawn,
+)
 from bench.suites import Row
 
 ORGS = 1000
