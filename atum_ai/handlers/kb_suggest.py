@@ -34,6 +34,9 @@ class KbArticleHit(Result):
     score: float
     snippet: str
     url: str | None = None
+    # False: the article matched body words only, none in its title; usually off-topic (a
+    # ticket whose topic has no article in the KB). Replies do not cite such an article.
+    title_match: bool = True
 
 
 class KbResult(Result):
@@ -62,7 +65,7 @@ class KbSuggestHandler(Handler[KbPayload, KbResult]):
         # and let ranking decide, rather than filter by the ticket's language.
         hits = await ctx.repo.search_kb(query, k=payload.k, query_language=payload.language)
         articles = [KbArticleHit(article_id=h.article_id, title=h.title, score=round(h.score, 4),
-                                 snippet=h.snippet, url=h.url) for h in hits]
+                                 snippet=h.snippet, url=h.url, title_match=h.title_match) for h in hits]
         audit: dict[str, Any] = {"source": "local", "model": "kb-bm25-postgres"}
         source: Literal["local", "llm"] = "local"
         if ctx.llm is not None and len(articles) > 1:

@@ -63,7 +63,8 @@ class SmartReplyHandler(Handler[ReplyPayload, ReplyResult]):
             language, _ = await asyncio.to_thread(detect_language, f"{ticket.subject}\n{ticket.body}")
         rows = {r["article_id"]: r for r in await ctx.repo.kb_articles(payload.article_ids)}
         kb = await ctx.repo.suggestion(ticket.ticket_id, "kb")
-        snippets = {a["article_id"]: a.get("snippet") for a in (kb or {}).get("content", {}).get("articles", [])}
+        kb_hits = {a["article_id"]: a for a in (kb or {}).get("content", {}).get("articles", [])}
+        snippets = {i: a.get("snippet") for i, a in kb_hits.items()}
         articles = [{**rows[i], "snippet": snippets.get(i)} for i in payload.article_ids if i in rows]
         triage = await ctx.repo.suggestion(ticket.ticket_id, "triage")
         priority = (((triage or {}).get("content") or {}).get("priority") or {}).get("label")
@@ -71,9 +72,12 @@ class SmartReplyHandler(Handler[ReplyPayload, ReplyResult]):
             return await self._llm(ctx, ticket.ticket_id, ticket.subject, ticket.body, language, articles)
         from atum_ai.local.reply_templates import render_reply
 
-        # The best-ranked article (ranking already prefers the customer's language; one in
-        # another language that still ranks first is the better match, named but not quoted).
-        top = articles[0] if articles else None
+        # The best-ranked article that matched the ticket in its title (ranking already prefers
+        # the customer's language; one in another language that still ranks first is the
+        # better match, named but not quoted). An article that matched on body words only is
+        # usually about something else: no article beats pointing the customer at the wrong one.
+        strong = [a for a in articles if kb_hits.get(a["article_id"], {}).get("title_match", True)]
+        top = strong[0] if strong else None
         draft, used = render_reply(language, subject=ticket.subject, article=top,
                                    urgent=priority in ("urgent", "high", "critical"))
         # A template cannot judge fit: confidence follows whether there was an article, whether

@@ -200,7 +200,7 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
     shown = _sample_by_language(event_rows, by_ticket, show)
     more = f"; --show {len(event_rows)} for all" if len(shown) < len(event_rows) else ""
     table = Table(title=f"suggestions ({len(shown)} of {len(event_rows)} tickets, taken in turn from "
-                        f"each language{more}; * = needs review)")
+                        f"each language{more}; * = needs review, ? = weak KB match)")
     for col in ("ticket", "lang", "queue · type", "priority", "sentiment", "top KB article", "SLA risk",
                 "reply draft"):
         table.add_column(col, overflow="fold")
@@ -218,7 +218,8 @@ async def run_demo(env: CommandEnv, *, tickets: str | None, kb: str | None, limi
             tid + review, label(tri, "language"), f"{label(tri, 'queue')} · {label(tri, 'type')}",
             label(tri, "priority"),
             (tri.get("sentiment") or {}).get("label", "-"),
-            f"{top.get('article_id', '-')} {top.get('title', '')[:40]}",
+            f"{top.get('article_id', '-')}{'' if top.get('title_match', True) else '?'} "
+            f"{top.get('title', '')[:40]}",
             f"{sla.get('risk_band', '-')} {sla.get('breach_probability', 0):.0%}" if sla else "-",
             first_line[:70])))
     console.print(table)

@@ -360,3 +360,23 @@ async def test_stopwords_of_the_query_language_do_not_match_other_languages(db: 
     # English queries keep their meaning: only English stopwords go.
     assert ids(await search_articles(db, org, "the user died", k=1, query_language="en")) == ["died"]
     assert ids(await search_articles(db, org, "Rechnung invoice", k=1, query_language="de")) == ["invoice"]
+
+
+async def test_title_matches_come_first_and_body_only_matches_are_flagged(db: Any, org_id: uuid.UUID) -> None:
+    """An article that mentions the query's words many times in its body but never in its
+    title scores higher by BM25, yet is usually about something else: inside the top k the
+    title match comes first, and the other carries title_terms == 0 (a weak match)."""
+    await import_articles(db, org_id, [
+        {"id": "passwords", "title": "Reset your password",
+         "body": "Missing invoice? Invoice e-mails, invoice reminders and invoice copies go to"
+                 " the billing contact; a missing password reset e-mail is a different matter:"
+                 " missing e-mails are often in spam.", "language": "en"},
+        {"id": "invoices", "title": "Download an invoice", "body": "Open Billing, then Documents.",
+         "language": "en"},
+    ])
+    raw = {h.article_id: h for h in await search_articles(db, org_id, "missing invoice", k=2)}
+    assert raw["passwords"].score > raw["invoices"].score  # BM25 alone would put it first
+    hits = await search_articles(db, org_id, "missing invoice", k=2)
+    assert ids(hits) == ["invoices", "passwords"]
+    assert (hits[0].title_terms, hits[0].title_match) == (1, True)
+    assert (hits[1].title_terms, hits[1].title_match) == (0, False)

@@ -387,5 +387,14 @@ def test_demo_on_the_fixtures_gives_every_ticket_four_suggestions(db_url, monkey
         assert s["triage"]["language"]["label"] == r["language"], tid
         assert s["reply"]["language"] == r["language"] and s["reply"]["auto_send"] is False
         assert s["reply"]["draft"].startswith(GREETING[r["language"]])
+        # A reply cites only an article that matched the ticket in its title.
+        weak = {a["article_id"] for a in s["kb"]["articles"] if not a["title_match"]}
+        assert not weak & set(s["reply"]["cited_article_ids"]), tid
+    # The German VAT-number invoice question has no German invoice article: whatever ranks
+    # first matched body words only, and the draft points to no article.
+    vat = report["suggestions"]["T-1025"]
+    assert not vat["kb"]["articles"][0]["title_match"] and vat["reply"]["cited_article_ids"] == []
+    # The English one finds the invoice/VAT article by its title and cites it.
+    assert report["suggestions"]["T-1008"]["reply"]["cited_article_ids"] == ["KB-03"]
     # Trained on 250 separate fixture tickets: most queues come out right (45/48 when written).
     assert right >= 0.75 * len(tickets), right

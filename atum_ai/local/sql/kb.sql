@@ -97,7 +97,8 @@ UPDATE kb_articles SET boost = greatest(-1000, least(1000, boost + %(delta)s))
 RETURNING boost;
 
 -- name: kb_search
--- BM25 over OR-ed query lexemes (exact + prefix), candidates from the GIN index; top k + snippet.
+-- BM25 over OR-ed query lexemes (exact + prefix), candidates from the GIN index; top k + snippet,
+-- title matches first.
 WITH corpus AS (
     SELECT doc_count, greatest(avg_doc_length, 1) AS avgdl, ts_configs
       FROM kb_corpus_stats
@@ -162,7 +163,7 @@ cand AS (
 -- per candidate, not once per expanded lexeme.
 cand_hit AS MATERIALIZED (
     SELECT c.article_id, c.cfg, c.doc_length, c.boost, u.lexeme COLLATE "C" AS lexeme,
-           f.field_weight * cardinality(u.positions) AS wtf
+           f.field_weight * cardinality(u.positions) AS wtf, f.field = 'A' AS in_title
       FROM cand c
      CROSS JOIN (VALUES ('A'::"char", %(title_weight)s::float8), ('B'::"char", 1.0::float8))
                 AS f(field, field_weight)
@@ -174,13 +175,14 @@ cand_hit AS MATERIALIZED (
 -- frequency: every article holding a query lexeme is a candidate, so counting here is exact.
 term AS (
     SELECT t.*, count(*) OVER (PARTITION BY t.cfg, t.qlex) AS df
-      FROM (SELECT h.article_id, h.doc_length, h.boost, e.cfg, e.qlex, sum(e.w * h.wtf) AS tf
+      FROM (SELECT h.article_id, h.doc_length, h.boost, e.cfg, e.qlex, sum(e.w * h.wtf) AS tf,
+                   bool_or(h.in_title) AS in_title
               FROM cand_hit h
               JOIN expand e ON e.cfg = h.cfg AND e.dlex = h.lexeme
              GROUP BY h.article_id, h.doc_length, h.boost, e.cfg, e.qlex) AS t
 ),
 scored AS (
-    SELECT t.article_id, t.cfg, t.boost,
+    SELECT t.article_id, t.cfg, t.boost, count(*) FILTER (WHERE t.in_title) AS title_terms,
            sum(ln(1 + (greatest(corpus.doc_count, t.df) - t.df + 0.5) / (t.df + 0.5))::float8
                * t.tf * (%(k1)s + 1)
                / (t.tf + %(k1)s * (1 - %(b)s + %(b)s * t.doc_length / corpus.avgdl))) AS bm25
@@ -189,7 +191,7 @@ scored AS (
      GROUP BY t.article_id, t.cfg, t.boost
 ),
 top AS (
-    SELECT article_id, cfg, bm25 * (1 + %(boost_weight)s * tanh(boost))
+    SELECT article_id, cfg, title_terms, bm25 * (1 + %(boost_weight)s * tanh(boost))
            * CASE WHEN cfg = %(query_config)s::regconfig THEN %(same_language_weight)s ELSE 1 END
            AS score
       FROM scored
@@ -198,9 +200,13 @@ top AS (
 )
 SELECT top.article_id, a.title, a.url, a.language, top.score::float8 AS score,
        ts_headline(top.cfg, left(a.body, %(headline_max_chars)s), tsq.q,
-                   %(headline_options)s) AS snippet
+                   %(headline_options)s) AS snippet,
+       top.title_terms::int AS title_terms
   FROM top
   JOIN kb_articles a
     ON a.organization_id = %(organization_id)s AND a.article_id = top.article_id
   JOIN tsq ON tsq.cfg = top.cfg
- ORDER BY top.score DESC, top.article_id;
+ -- Inside the top k, articles that match the query in their title come first: one that
+ -- matched on body words only is usually about something else (2 of 433 right and 25 of 166
+ -- wrong first hits on the public dev queries; recall@1 0.723 -> 0.735).
+ ORDER BY top.title_terms > 0 DESC, top.score DESC, top.article_id;
