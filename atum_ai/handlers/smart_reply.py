@@ -64,8 +64,8 @@ class SmartReplyHandler(Handler[ReplyPayload, ReplyResult]):
         rows = {r["article_id"]: r for r in await ctx.repo.kb_articles(payload.article_ids)}
         kb = await ctx.repo.suggestion(ticket.ticket_id, "kb")
         kb_hits = {a["article_id"]: a for a in (kb or {}).get("content", {}).get("articles", [])}
-        snippets = {i: a.get("snippet") for i, a in kb_hits.items()}
-        articles = [{**rows[i], "snippet": snippets.get(i)} for i in payload.article_ids if i in rows]
+        articles = [{**rows[i], "snippet": kb_hits.get(i, {}).get("snippet")}
+                    for i in payload.article_ids if i in rows]
         triage = await ctx.repo.suggestion(ticket.ticket_id, "triage")
         priority = (((triage or {}).get("content") or {}).get("priority") or {}).get("label")
         if ctx.llm is not None:

@@ -151,8 +151,8 @@ class KbHit(BaseModel):
     url: str | None = None
     language: str | None = None
     # Distinct query terms found in the article's title. Zero means the article matched on
-    # body words only: on the fixture tickets that marked 12 of 15 wrong top articles and 1
-    # of 33 right ones, so KB_SUGGEST calls such a hit a weak match (see title_match).
+    # body words only, usually an article about something else (first hits on the public dev
+    # queries: 25 of 166 wrong, 2 of 433 right): replies do not cite such a weak match.
     title_terms: int = 0
 
     @property
