@@ -126,6 +126,12 @@ class JobStore:
         self.validator = validator
         self.max_payload_bytes = max_payload_bytes
         self.retry_policy = retry_policy or RetryPolicy()
+        # Where the next claim's window of organizations starts (see job_claim). It rotates
+        # past the organizations the last full claim served, so one worker sweeps all busy
+        # organizations in turn; None (at start, and after a claim that found less than it
+        # asked for) means a random start, so workers begin at different places and a
+        # window of organizations with only future jobs is not asked again.
+        self._window_start: uuid.UUID | None = None
 
     # ------------------------------------------------------------------ enqueue
     def prepare(self, job: NewJob) -> str:
@@ -308,11 +314,12 @@ class JobStore:
                     "lease_seconds": lease_seconds,
                     "job_types": list(job_types) if job_types else None,
                     "now": self.clock.now(),
-                    # Where the window of organizations starts (see job_claim).
-                    "start": uuid.uuid4(),
+                    "start": (start := self._window_start or uuid.uuid4()),
                 },
             )
-            return [Job.from_claim(r) for r in await cur.fetchall()]
+            jobs = [Job.from_claim(r) for r in await cur.fetchall()]
+        self._window_start = _next_window_start(start, jobs) if len(jobs) == limit else None
+        return jobs
 
     async def orphan_types(
         self, conn: AsyncConnection[Any], job_types: Sequence[str], *, older_than: timedelta
@@ -564,3 +571,11 @@ class JobStore:
         cur = await _tuples(conn).execute(QUERIES["schedule_last_fire"], {"schedule_name": schedule_name})
         row = await cur.fetchone()
         return row[0] if row else None
+
+
+def _next_window_start(start: uuid.UUID, jobs: Sequence[Job]) -> uuid.UUID:
+    """The organization id just after the last one ``jobs`` came from, in the claim's wrapping
+    order from ``start``: the next window begins where this claim stopped serving."""
+    span = 1 << 128
+    last = max((j.organization_id.int - start.int) % span for j in jobs)
+    return uuid.UUID(int=(start.int + last + 1) % span)

@@ -240,8 +240,8 @@ async def test_fairness_new_tenant_job_is_in_the_next_claim(conn, clock):
 
 async def test_with_more_busy_tenants_than_the_window_every_tenant_is_still_served(conn, clock):
     """300 organizations with 3 jobs each, claims of 4 (a window of 32 organizations a claim,
-    starting at random): each claim takes 4 different organizations, and every organization
-    gets a job early: nobody starves."""
+    each window starting where the last claim stopped): each claim takes 4 different
+    organizations, and every organization gets a job early: nobody starves."""
     store = JobStore(clock)
     orgs = [uuid.uuid4() for _ in range(300)]
     t0 = clock.now() - timedelta(hours=1)
@@ -254,10 +254,12 @@ async def test_with_more_busy_tenants_than_the_window_every_tenant_is_still_serv
             assert len({j.organization_id for j in batch}) == len(batch)
         order += [j.organization_id for j in batch]
     assert len(order) == 900 and set(order) == set(orgs)
+    # The windows sweep the organizations in turn: every organization had its first job
+    # before half of all jobs went out, and none its third. (With a random start per claim,
+    # 1 run in 35 left 10-20 organizations waiting until after that; a simulation of the
+    # sweep over 500 random id sets never left one.)
     served = Counter(order[:450])
-    # Windows start at random, so this is a distribution, not a round-robin: nearly every
-    # organization had its first job before half of all jobs went out, none had all three.
-    assert len(served) >= 290 and max(served.values()) <= 3
+    assert len(served) == 300 and max(served.values()) == 2
 
 
 async def test_claim_filters_by_job_type(conn, org, clock):

@@ -73,11 +73,13 @@ SELECT pg_notify('atum_ai_jobs', %(job_type)s);
 -- are taken round by round (every organization's 1st job, then every 2nd ...), by priority
 -- then run_after inside a round. So a tenant with a 10,000-job backlog cannot push another
 -- tenant's new job out of the next claim. The scan visits at most max(32, 4 * limit)
--- organizations, in id order from a random %(start)s and wrapping around: with more busy
--- organizations than that, each claim serves a random window of them (every organization
--- equally likely, none starved) instead of paying two index probes for every organization
--- on every claim (9 ms with 1,000 of them). Rows are locked with SKIP LOCKED, so concurrent
--- claimers never wait on or double-claim a row.
+-- organizations, in id order from %(start)s and wrapping around: with more busy organizations
+-- than that, each claim serves a window of them instead of paying two index probes for every
+-- organization on every claim (9 ms with 1,000 of them). The store moves %(start)s past the
+-- organizations the last claim served, so one worker's windows sweep every busy organization
+-- in turn (random starts left up to 1 in 15 of them waiting for a second turn, see the
+-- fairness test). Rows are locked with SKIP LOCKED, so concurrent claimers never wait on or
+-- double-claim a row.
 WITH RECURSIVE orgs_up AS (
     (SELECT organization_id, 1 AS n FROM job_queue
       WHERE status IN ('PENDING', 'FAILED') AND organization_id >= %(start)s
