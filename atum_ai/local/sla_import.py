@@ -35,7 +35,10 @@ cmdb_ci                    yes   -> extra["cmdb_ci"]; nearly always missing
 caller_id                  no    a person (privacy) with ~1 incident each: no signal
 sys_created_by/_at         no    duplicates opened_by / opened_at, missing in 30 %
 assigned_to                no    a person; set or changed while the ticket is handled
-incident_state, active     no    lifecycle state of the row, not of the ticket at open
+incident_state             yes   first row only -> ``status_at_open``: the creation row's
+                                 state (new / active / resolved / awaiting user info;
+                                 every first row has sys_mod_count 0). Later rows leak
+active                     no    follows incident_state
 reassignment_count         no    LEAK: counts reassignments that happen after open
 reopen_count               no    LEAK: reopenings happen after resolution
 sys_mod_count              no    LEAK: number of updates, grows with handling time
@@ -153,6 +156,7 @@ def _servicenow_record(
         channel=(_value(feature_row, "contact_type") or "").lower() or None,
         location=_value(feature_row, "location"),
         opened_by=_value(feature_row, "opened_by"),
+        status_at_open=(_value(feature_row, "incident_state") or "").lower() or None,
         extra=extra,
     )
     picked_up = None

@@ -143,6 +143,10 @@ class SlaFeatures:
     channel: str | None = None  # email, phone, web, chat ... (ServiceNow contact_type)
     location: str | None = None
     opened_by: str | None = None
+    #: the ticket's status when it was first recorded (ServiceNow: the state of the creation
+    #: row): "new", or already "active" (someone took it on as it was logged), "resolved"
+    #: (logged after a fix on the phone), "awaiting user info"
+    status_at_open: str | None = None
     queue: str | None = None
     ticket_type: str | None = None
     language: str | None = None
@@ -281,6 +285,7 @@ CATEGORICAL_FIELDS: tuple[str, ...] = (
     "channel",
     "location",
     "opened_by",
+    "status_at_open",
     "queue",
     "ticket_type",
     "language",

@@ -200,10 +200,11 @@ def test_servicenow_rows_use_first_row_features_and_last_row_label() -> None:
     assert f.opened_at == datetime(2026, 1, 3, 9, 0, tzinfo=UTC)
     assert (f.assignment_group, f.priority) == ("Desk", "medium")  # as at open, not after escalation
     assert (f.impact, f.urgency, f.channel, f.subcategory) == ("medium", "high", "email", None)
+    assert f.status_at_open == "new"  # the creation row's state, not the final "closed"
     assert record.first_response_hours == pytest.approx(2.0)
     assert record.resolution_hours == pytest.approx(60.0)
     (leaky,) = records_from_servicenow_rows(rows, features_from="last")
-    assert leaky.features.assignment_group == "Escalation"
+    assert (leaky.features.assignment_group, leaky.features.status_at_open) == ("Escalation", "closed")
 
 
 def test_ticket_rows_against_policy() -> None:
