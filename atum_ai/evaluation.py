@@ -17,7 +17,8 @@ What is measured, and against what:
   :func:`~atum_ai.local.kb_search.search_articles`; recall@1/3/5 and MRR (top 5) beside an
   in-process textbook BM25 (:class:`PyBm25`).
 * **sla** (``--sla-train`` [``--sla-test``], ServiceNow incident log CSV): AUROC and Brier of
-  :class:`~atum_ai.local.sla_model.SlaModel` (default config) beside the per-priority breach
+  :class:`~atum_ai.local.sla_model.SlaModel` (configuration chosen as ``atum-ai train`` chooses
+  it: rolling validation inside the training part) beside the per-priority breach
   rate of the training data and the constant base rate; resolution-time MAE beside the
   per-priority median. With only ``--sla-train``: time-ordered split, earliest 70 % train.
 
@@ -610,7 +611,7 @@ def _read_incidents(path: Path, flag: str) -> list[SlaRecord]:
 
 
 def evaluate_sla(train_path: Path, test_path: Path | None) -> dict[str, Any]:
-    from atum_ai.local.sla_model import SlaModel
+    from atum_ai.local.sla_tuning import fit_tuned
 
     notes: list[str] = []
     if test_path is None:
@@ -632,7 +633,7 @@ def evaluate_sla(train_path: Path, test_path: Path | None) -> dict[str, Any]:
     y = [r.breached for r in test]
     with _one_thread():
         t0 = time.perf_counter()
-        model = SlaModel().fit(train)
+        model, selection = fit_tuned(train)  # configuration chosen inside train only
         fit_s = time.perf_counter() - t0
         p_model = [model.breach_probability(r) for r in test]
     base = priority_rate_baseline(train)
@@ -660,6 +661,7 @@ def evaluate_sla(train_path: Path, test_path: Path | None) -> dict[str, Any]:
                  "from": test[0].opened_at.isoformat(), "to": test[-1].opened_at.isoformat()},
         "model_source": model.metadata.get("source"),
         "cold_start_reason": model.cold_start_reason,
+        "configuration": selection.chosen,
         "fit_seconds": fit_s,
         "breach": {
             "model": {"auroc": auroc(y, p_model), "auroc_ci95": list(auroc_ci(y, p_model)),
@@ -828,7 +830,8 @@ def print_report(report: Mapping[str, Any]) -> None:
             f"{sla['train']['breach_rate']:.2f}, test {sla['test']['n']} breach rate "
             f"{sla['test']['breach_rate']:.2f})",
             ["predictor", "AUROC", "AUROC 95% CI", "Brier"],
-            [[f"SlaModel ({sla['model_source']})", _f(b["model"]["auroc"]), f"{_f(lo)}-{_f(hi)}",
+            [[f"SlaModel ({sla['model_source']}: {sla['configuration']})", _f(b["model"]["auroc"]),
+              f"{_f(lo)}-{_f(hi)}",
               _f(b["model"]["brier"], 4)],
              ["priority base rate (train)", _f(b["priority_base_rate"]["auroc"]), "",
               _f(b["priority_base_rate"]["brier"], 4)],

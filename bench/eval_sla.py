@@ -7,9 +7,10 @@
 Protocol (no peeking at the test part):
 
 1. Incidents sorted by ``opened_at``; the earliest 70 % train, the rest test.
-2. Configuration chosen INSIDE train by rolling-origin validation: four folds that train on
-   the first 4/8, 5/8, 6/8, 7/8 of train and validate on the next 1/8; lowest mean Brier wins
-   (a proper score: it rewards calibration and discrimination together).
+2. Configuration chosen INSIDE train by rolling-origin validation, as `atum-ai train` does
+   (atum_ai.local.sla_tuning): four folds that train on the first 4/8, 5/8, 6/8, 7/8 of
+   train and validate on the next 1/8; lowest mean Brier wins (a proper score: it rewards
+   calibration and discrimination together).
 3. The chosen configuration is refit on all of train and scored once on test, beside
    baselines: the per-priority breach rate learned on train (smoothed) and the constant
    train base rate; for resolution time, the per-priority median of train.
@@ -29,7 +30,6 @@ import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -54,6 +54,7 @@ from atum_ai.local.sla_model import (  # noqa: E402
     SlaRecord,
     utc,
 )
+from atum_ai.local.sla_tuning import fit_tuned  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sla"
 
@@ -83,47 +84,14 @@ def calibration_table(y: Sequence[bool], p: Sequence[float], bins: int = 5) -> l
 # --------------------------------------------------------------------------- protocol
 
 
-def rolling_folds(train: Sequence[SlaRecord]) -> list[tuple[list[SlaRecord], list[SlaRecord]]]:
-    m = len(train)
-    return [(list(train[: m * k // 8]), list(train[m * k // 8 : m * (k + 1) // 8])) for k in (4, 5, 6, 7)]
-
-
-def candidate_configs() -> dict[str, SlaModelConfig]:
-    default = SlaModelConfig()
-    with_detail = default.features + ("subcategory", "symptom")
-    core = ("priority", "impact", "urgency", "category", "assignment_group", "location")
-    out: dict[str, SlaModelConfig] = {}
-    for c in (0.1, 0.3, 1.0):
-        out[f"default C={c}"] = replace(default, C=c)
-        out[f"+subcategory,symptom C={c}"] = replace(default, C=c, features=with_detail)
-        out[f"core C={c}"] = replace(default, C=c, features=core)
-    out["default C=0.3 min_freq=5"] = replace(default, min_frequency=5)
-    out["default C=0.3 +hour/weekday"] = replace(default, time_features="on")
-    for half in (0.5, 1.0):
-        out[f"default C=0.3 half-life {half} d"] = replace(default, recency_half_life_days=half)
-    return out
-
-
-def validate(config: SlaModelConfig, train: Sequence[SlaRecord]) -> dict[str, float]:
-    aucs, briers = [], []
-    for fit_part, val_part in rolling_folds(train):
-        model = SlaModel(config).fit(fit_part)
-        p = [model.breach_probability(r) for r in val_part]
-        y = [r.breached for r in val_part]
-        aucs.append(auroc(y, p))
-        briers.append(brier(y, p))
-    return {"auroc": statistics.fmean(aucs), "brier": statistics.fmean(briers)}
-
-
 def evaluate_incidents(path: Path) -> dict:
     records = read_servicenow_incident_log(path)
     train, test = time_split(records)
     y = [r.breached for r in test]
 
-    selection = {name: validate(cfg, train) for name, cfg in candidate_configs().items()}
-    chosen = min(selection, key=lambda name: selection[name]["brier"])
-    config = candidate_configs()[chosen]
-    model = SlaModel(config).fit(train)
+    model, chosen_selection = fit_tuned(train)  # as `atum-ai train` does, inside train only
+    config, chosen = chosen_selection.config, chosen_selection.chosen
+    selection = chosen_selection.scores
     p_model = [model.breach_probability(r) for r in test]
     base = priority_rate_baseline(train)
     p_base = [base(r) for r in test]

@@ -178,9 +178,11 @@ async def train_sla_from_incident_log(conn: AsyncConnection[Any], organization_i
 
 async def _fit_store_sla(conn: AsyncConnection[Any], organization_id: uuid.UUID, records: list[Any],
                          now: Any) -> tuple[int, dict[str, Any]]:
-    from atum_ai.local.sla_model import SlaModel
+    from atum_ai.local.sla_tuning import fit_tuned
 
-    model = await asyncio.to_thread(lambda: SlaModel().fit(records))
+    # The configuration is chosen on the organization's own history (rolling validation,
+    # oldest first): a few hundred small logistic fits, well under a second for thousands.
+    model, _ = await asyncio.to_thread(fit_tuned, records)
     metadata = {**model.metadata, "trained_at": now.isoformat(), "cold_start": model.cold_start_reason}
     version = await store_model(conn, organization_id, "sla", model.to_bytes(), metadata)
     return version, metadata
