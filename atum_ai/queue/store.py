@@ -126,11 +126,11 @@ class JobStore:
         self.validator = validator
         self.max_payload_bytes = max_payload_bytes
         self.retry_policy = retry_policy or RetryPolicy()
-        # Where the next claim's window of organizations starts (see job_claim). It rotates
-        # past the organizations the last full claim served, so one worker sweeps all busy
-        # organizations in turn; None (at start, and after a claim that found less than it
-        # asked for) means a random start, so workers begin at different places and a
-        # window of organizations with only future jobs is not asked again.
+        # Where the next claim's window of organizations starts: the round robin of job_claim
+        # goes on just after the last organization the previous full claim served. None (at
+        # start, and after a claim that found less than it asked for) means a random start,
+        # so workers begin at different places and a window of organizations with only
+        # future jobs is not asked again.
         self._window_start: uuid.UUID | None = None
 
     # ------------------------------------------------------------------ enqueue

@@ -68,18 +68,21 @@ SELECT pg_notify('atum_ai_jobs', %(job_type)s);
 
 -- name: job_claim
 -- Claim up to %(limit)s runnable jobs for one worker, fairly across organizations.
--- Fairness: a loose index scan lists organizations with runnable work, each contributes its k
--- most urgent jobs (k = ceil(4 * limit / organizations), at most limit), and the candidates
--- are taken round by round (every organization's 1st job, then every 2nd ...), by priority
--- then run_after inside a round. So a tenant with a 10,000-job backlog cannot push another
--- tenant's new job out of the next claim. The scan visits at most max(32, 4 * limit)
--- organizations, in id order from %(start)s and wrapping around: with more busy organizations
--- than that, each claim serves a window of them instead of paying two index probes for every
--- organization on every claim (9 ms with 1,000 of them). The store moves %(start)s past the
--- organizations the last claim served, so one worker's windows sweep every busy organization
--- in turn (random starts left up to 1 in 15 of them waiting for a second turn, see the
--- fairness test). Rows are locked with SKIP LOCKED, so concurrent claimers never wait on or
--- double-claim a row.
+-- Fairness is a round robin over the organizations with runnable work, in organization-id
+-- order from %(start)s, wrapping around: a loose index scan lists up to max(32, 4 * limit)
+-- of them (the window), each contributes its k most urgent jobs (by priority, then
+-- run_after; k = ceil(4 * limit / organizations), at most limit), and the candidates are
+-- taken round by round (every organization's 1st job, then every 2nd ...), by priority and
+-- then by place in the window inside a round. The store starts the next claim's window just
+-- after the last organization this one served (JobStore._window_start), so one worker's
+-- claims visit every busy organization in turn. Age across organizations deliberately does
+-- not order a round: oldest-first let a tenant whose 10,000-job backlog was enqueued
+-- earlier win every claim of 1 (a worker running slow LLM jobs frees one slot at a time)
+-- until its backlog drained; and with windows of 32 organizations, random starts left up
+-- to 1 in 15 of them waiting for a second turn. The window bounds a claim's cost (two index
+-- probes per organization: 9 ms with 1,000 of them) and lets a round skip organizations
+-- whose jobs are all locked by other claimers or scheduled later. Rows are locked with
+-- SKIP LOCKED, so concurrent claimers never wait on or double-claim a row.
 WITH RECURSIVE orgs_up AS (
     (SELECT organization_id, 1 AS n FROM job_queue
       WHERE status IN ('PENDING', 'FAILED') AND organization_id >= %(start)s
@@ -103,10 +106,11 @@ WITH RECURSIVE orgs_up AS (
      WHERE o.organization_id IS NOT NULL AND o.n < greatest(32, 4 * %(limit)s)
 ), live_orgs AS (
     -- The wrapped part is only read (and so only scanned) while the window is not full.
-    SELECT organization_id FROM (
-        SELECT organization_id FROM orgs_up WHERE organization_id IS NOT NULL
+    -- pos: the organization's place in the window (the wrapped part after the rest).
+    SELECT organization_id, pos FROM (
+        SELECT organization_id, n AS pos FROM orgs_up WHERE organization_id IS NOT NULL
         UNION ALL
-        SELECT organization_id FROM orgs_wrap WHERE organization_id IS NOT NULL
+        SELECT organization_id, 1073741824 + n FROM orgs_wrap WHERE organization_id IS NOT NULL
     ) w
     LIMIT greatest(32, 4 * %(limit)s)
 ), per_org AS (
@@ -115,7 +119,7 @@ WITH RECURSIVE orgs_up AS (
 ), candidates AS (
     -- rn is computed out here: a window inside the LATERAL would read every peer row of
     -- equal (priority, run_after), i.e. a whole bulk-enqueued backlog.
-    SELECT c.id, c.priority, c.run_after,
+    SELECT c.id, c.priority, o.pos,
            row_number() OVER (PARTITION BY o.organization_id
                               ORDER BY c.priority DESC, c.run_after, c.id) AS rn
       FROM live_orgs o
@@ -136,8 +140,8 @@ WITH RECURSIVE orgs_up AS (
     -- statistics lagged behind a burst (an empty table just analysed, then 20,000 jobs).
     -- Rows that another claimer holds are skipped; the status/run_after conditions are
     -- re-checked on the locked row, so a job claimed and committed meanwhile is not taken.
-    SELECT l.id, l.status AS old_status, c.rn, c.priority AS c_priority, c.run_after AS c_run_after
-      FROM (SELECT * FROM candidates ORDER BY rn, priority DESC, run_after LIMIT 2 * %(limit)s) c
+    SELECT l.id, l.status AS old_status, c.rn, c.priority AS c_priority, c.pos AS c_pos
+      FROM (SELECT * FROM candidates ORDER BY rn, priority DESC, pos LIMIT 2 * %(limit)s) c
      CROSS JOIN LATERAL (
         SELECT j.id, j.status FROM job_queue j
          WHERE j.id = c.id AND j.status IN ('PENDING', 'FAILED') AND j.run_after <= %(now)s
@@ -150,7 +154,7 @@ WITH RECURSIVE orgs_up AS (
            lease_seconds = %(lease_seconds)s, cancel_requested = false, updated_at = %(now)s
       FROM picked p
      WHERE j.id = p.id
-    RETURNING j.*, p.old_status, p.rn, p.c_priority, p.c_run_after
+    RETURNING j.*, p.old_status, p.rn, p.c_priority, p.c_pos
 ), ev AS (
     INSERT INTO job_events (job_id, organization_id, event_type, from_status, to_status, worker_id,
                             attempt, created_at)
@@ -162,7 +166,7 @@ WITH RECURSIVE orgs_up AS (
 SELECT id, organization_id, job_type, payload, status, locked_by, locked_at, run_after,
        retry_count, max_retries, last_error, created_at, updated_at, priority, dedupe_key,
        parent_id, timeout_seconds, cancel_requested
-  FROM claimed ORDER BY rn, c_priority DESC, c_run_after;
+  FROM claimed ORDER BY rn, c_priority DESC, c_pos;
 
 -- name: job_heartbeat
 -- Renew the lease of the jobs this worker holds; rows not returned are no longer ours.
