@@ -443,7 +443,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add(sub, "demo", cmd_demo, "end to end: KB, training, events in, suggestions out")
     p.add_argument("--tickets", type=path_arg, help="labelled tickets JSONL (default: the project's fixtures)")
     p.add_argument("--kb", type=path_arg, help="KB articles JSONL (default: the project's fixtures)")
-    p.add_argument("--limit", type=int, help="how many tickets to ingest as events")
+    p.add_argument("--limit", type=int, help="ingest this many of the (shuffled) tickets as events; "
+                   "the models train on the rest, at most 3,000")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--show", type=int, default=20, help="tickets to print (default 20)")
     p.set_defaults(precheck=_demo_precheck)
