@@ -183,14 +183,7 @@ def _plain(value: Any, depth: int) -> bool:
     if depth >= MAX_DEPTH:
         return False
     if t is dict:
-        for k, v in value.items():
-            if type(k) is not str:
-                return False
-            tv = type(v)
-            if not (tv is str or tv is bool or v is None or (tv is int and v.bit_length() <= MAX_INT_BITS)) \
-                    and not _plain(v, depth + 1):
-                return False
-        return True
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
     if t is list:
         return all(_plain(v, depth + 1) for v in value)
     return False

@@ -136,16 +136,21 @@ def _triage_answer() -> str:
         "confidence": {"queue": 0.9, "type": 0.8, "priority": 0.7, "language": 0.9, "sentiment": 0.7}})
 
 
+def _llm_worker(url: str, port: int, concurrency: int) -> tuple[list[str], dict[str, str]]:
+    """The io_llm worker's command and environment: TRIAGE_TICKET only, through the LLM at
+    ``port`` on localhost."""
+    env = atum_env(url, ATUM_LLM_BASE_URL=f"http://127.0.0.1:{port}/v1",
+                   ATUM_LLM_MODEL="bench-model", ATUM_LLM_API_KEY="sk-bench-not-a-key")
+    env.pop("ATUM_NO_BUILTINS", None)
+    return ([PY, "-m", "atum_ai", "--log-level", "WARNING", "worker", "--burst", "--no-schedules",
+             "--concurrency", str(concurrency), "--types", "TRIAGE_TICKET"], env)
+
+
 async def _idle_worker_cpu(dsn: str, concurrency: int) -> float:
     """CPU seconds of a worker that starts (LLM client included), finds nothing and exits."""
     with bench_database(dsn, "io_llm_idle") as url:
         await migrate_atum(url)
-        env = atum_env(url, ATUM_LLM_BASE_URL="http://127.0.0.1:9/v1", ATUM_LLM_MODEL="bench-model",
-                       ATUM_LLM_API_KEY="sk-bench-not-a-key")
-        env.pop("ATUM_NO_BUILTINS", None)
-        _, _, _, cpu = _run_measured(
-            [PY, "-m", "atum_ai", "--log-level", "WARNING", "worker", "--burst", "--no-schedules",
-             "--concurrency", str(concurrency), "--types", "TRIAGE_TICKET"], env, "io_llm_idle", timeout=120)
+        _, _, _, cpu = _run_measured(*_llm_worker(url, 9, concurrency), "io_llm_idle", timeout=120)
     return cpu
 
 
@@ -167,13 +172,8 @@ async def io_llm_suite(dsn: str, *, runs: int, jobs: int, concurrency: int = 64,
             try:
                 assert server.stdout is not None
                 json.loads(server.stdout.readline())  # {"listening": port}
-                env = atum_env(url, ATUM_LLM_BASE_URL=f"http://127.0.0.1:{port}/v1",
-                               ATUM_LLM_MODEL="bench-model", ATUM_LLM_API_KEY="sk-bench-not-a-key")
-                env.pop("ATUM_NO_BUILTINS", None)
-                code, _, _, cpu = _run_measured(
-                    [PY, "-m", "atum_ai", "--log-level", "WARNING", "worker", "--burst", "--no-schedules",
-                     "--concurrency", str(concurrency), "--types", "TRIAGE_TICKET"],
-                    env, f"io_llm_{r}", timeout=max(120.0, jobs / 20))
+                code, _, _, cpu = _run_measured(*_llm_worker(url, port, concurrency), f"io_llm_{r}",
+                                                timeout=max(120.0, jobs / 20))
             finally:
                 server.terminate()
                 served = server.communicate(timeout=10)[0]

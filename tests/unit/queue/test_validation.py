@@ -1,3 +1,4 @@
+import enum
 import uuid
 from datetime import UTC, datetime
 
@@ -79,7 +80,6 @@ def test_bad_values_are_refused_with_their_field_wherever_they_sit(payload, fiel
 
 def test_plain_and_converted_payloads_serialise_the_same_way():
     """A backslash followed by 'u0000' is text, not a NUL: accepted and kept as it was."""
-    import enum
 
     class Colour(enum.StrEnum):
         RED = "red"
