@@ -124,6 +124,10 @@ class _Running:
     task: asyncio.Task[None]
     started: float
     cancel_reason: str | None = None  # "cancelled" | "lost" | "shutdown"
+    # True while the handler runs. A cancel request or a lost lease stops only the handler:
+    # cancelling the task once it is recording the outcome would cut that write off and skip
+    # the bookkeeping after it, leaving the job RUNNING and heartbeated for ever.
+    handling: bool = True
 
 
 class _HeldConnection:
@@ -424,6 +428,37 @@ class Worker:
         started = time.monotonic()
         handler = self.registry.get(job.job_type)
         try:
+            outcome = await self._invoke(job, handler)
+        except asyncio.CancelledError:
+            entry = self._running.get(job.id)
+            reason = entry.cancel_reason if entry else None
+            if reason == "cancelled":
+                await self._fail(job, handler, "cancelled while running", started, cancelled=True)
+            # "shutdown": released by _drain; "lost": another worker owns it now.
+            self._forget(job.id)
+            if reason is None:
+                raise
+            return
+        except _PERMANENT as exc:
+            await self._fail(job, handler, exc, started, permanent=True)
+        except RetryableError as exc:
+            await self._fail(job, handler, exc, started)
+        except Exception as exc:  # an unexpected bug: retry with backoff, it may be transient
+            await self._fail(job, handler, f"{type(exc).__name__}: {exc}", started)
+        else:
+            assert handler is not None
+            fin = _Finished(job, handler, outcome, time.monotonic() - started)
+            avg = self._avg_duration
+            self._avg_duration = fin.duration if avg is None else 0.8 * avg + 0.2 * fin.duration
+            self._finishing[job.id] = fin
+            self._finished_queue.put_nowait(fin)
+        self._forget(job.id)
+
+    async def _invoke(self, job: Job, handler: Handler[Any, Any] | None) -> HandlerResult[Any]:
+        """The handler phase: the payload checked against the handler's model, then the handler
+        under its timeout. Only this phase is stopped by a cancel request or a lost lease."""
+        entry = self._running.get(job.id)
+        try:
             if handler is None:
                 raise UnknownJobTypeError(f"no handler registered for job type {job.job_type!r}")
             try:
@@ -444,32 +479,10 @@ class Worker:
                 raise PermanentError(
                     f"handler for {job.job_type} returned {type(outcome).__name__}, "
                     f"not HandlerResult[{handler.Result.__name__}]")
-        except asyncio.CancelledError:
-            entry = self._running.get(job.id)
-            reason = entry.cancel_reason if entry else None
-            if reason == "cancelled":
-                await self._fail(job, handler, "cancelled while running", started, cancelled=True)
-            elif reason == "timeout":
-                await self._fail(job, handler, "timed out", started)
-            # "shutdown": released by _drain; "lost": another worker owns it now.
-            self._forget(job.id)
-            if reason is None:
-                raise
-            return
-        except _PERMANENT as exc:
-            await self._fail(job, handler, exc, started, permanent=True)
-        except RetryableError as exc:
-            await self._fail(job, handler, exc, started)
-        except Exception as exc:  # an unexpected bug: retry with backoff, it may be transient
-            await self._fail(job, handler, f"{type(exc).__name__}: {exc}", started)
-        else:
-            assert handler is not None
-            fin = _Finished(job, handler, outcome, time.monotonic() - started)
-            avg = self._avg_duration
-            self._avg_duration = fin.duration if avg is None else 0.8 * avg + 0.2 * fin.duration
-            self._finishing[job.id] = fin
-            self._finished_queue.put_nowait(fin)
-        self._forget(job.id)
+            return outcome
+        finally:
+            if entry is not None:
+                entry.handling = False
 
     def _forget(self, job_id: uuid.UUID) -> None:
         if self._running.pop(job_id, None) is not None:
@@ -634,8 +647,8 @@ class Worker:
                                                    cancelled=True))
                 continue
             entry = self._running.get(job_id)
-            if entry is None:
-                continue
+            if entry is None or not entry.handling:
+                continue  # recording its outcome: that write is fenced and must not be cut off
             if job_id not in alive:
                 entry.cancel_reason = "lost"
                 entry.task.cancel()

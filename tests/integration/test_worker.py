@@ -229,6 +229,41 @@ async def test_cancel_of_a_running_job_stops_it_within_one_heartbeat(pool, db_ur
         assert (await cur.fetchone())[0] == 0
 
 
+
+class SlowFailStore(JobStore):
+    """Records failures only after the test has asked to cancel the job and a heartbeat has
+    gone by: the cancel arrives while the worker is writing the handler's failure."""
+
+    def __init__(self, cancelled: asyncio.Event, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.in_fail = asyncio.Event()
+        self.cancelled = cancelled
+
+    async def fail(self, conn: AsyncConnection[Any], *args: Any, **kw: Any) -> Any:
+        self.in_fail.set()
+        await self.cancelled.wait()
+        await asyncio.sleep(2 * LEASE / 3)  # at least one heartbeat sees cancel_requested
+        return await super().fail(conn, *args, **kw)
+
+
+async def test_a_cancel_that_arrives_while_a_failure_is_recorded_does_not_strand_the_job(
+        pool, db_url, conn, org):
+    """Only the handler is stopped by a cancel request. A cancel that reached the task while it
+    recorded the handler's failure interrupted that write and skipped the bookkeeping after
+    it: the job stayed RUNNING, its lease renewed by every heartbeat, for ever (seen in the
+    contention test)."""
+    cancelled = asyncio.Event()
+    store = SlowFailStore(cancelled)
+    job_id = await enqueue(conn, org, "TEST_FAIL", {"message": "boom"}, max_retries=2)
+    worker = make_worker(pool, db_url, store=store)
+    async with running(worker):
+        await asyncio.wait_for(store.in_fail.wait(), 15)
+        assert (await JobStore().cancel(conn, job_id)).stopping
+        cancelled.set()
+        job = await wait_status(conn, job_id, JobStatus.FAILED, JobStatus.DEAD, timeout=4 * LEASE)
+        assert not worker._running and job.last_error == "boom"
+
+
 # ---------------------------------------------------------------------------- timeouts
 async def test_handler_over_its_timeout_fails_retryably_while_others_run(pool, db_url, conn, org):
     store = JobStore(retry_policy=RetryPolicy(base_seconds=30, cap_seconds=60))
