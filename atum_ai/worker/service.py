@@ -125,9 +125,11 @@ class _Running:
     started: float
     cancel_reason: str | None = None  # "cancelled" | "lost" | "shutdown"
     # True while the handler runs. A cancel request or a lost lease stops only the handler:
-    # cancelling the task once it is recording the outcome would cut that write off and skip
-    # the bookkeeping after it, leaving the job RUNNING and heartbeated for ever.
-    handling: bool = True
+    # cancelling the task before it started (the exception then skips all of _run_job) or
+    # while it records the outcome (it cuts that write off) left the job RUNNING, its lease
+    # renewed by every heartbeat, for ever. A task not yet started is stopped by the next
+    # heartbeat, and an outcome's write is fenced anyway.
+    handling: bool = False
 
 
 class _HeldConnection:
@@ -458,6 +460,8 @@ class Worker:
         """The handler phase: the payload checked against the handler's model, then the handler
         under its timeout. Only this phase is stopped by a cancel request or a lost lease."""
         entry = self._running.get(job.id)
+        if entry is not None:
+            entry.handling = True
         try:
             if handler is None:
                 raise UnknownJobTypeError(f"no handler registered for job type {job.job_type!r}")
@@ -648,7 +652,7 @@ class Worker:
                 continue
             entry = self._running.get(job_id)
             if entry is None or not entry.handling:
-                continue  # recording its outcome: that write is fenced and must not be cut off
+                continue  # not started, or recording its outcome (see _Running.handling)
             if job_id not in alive:
                 entry.cancel_reason = "lost"
                 entry.task.cancel()
